@@ -1,0 +1,1 @@
+"""Datasets: synthetic teachers and scikit-learn's digits."""

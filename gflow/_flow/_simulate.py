@@ -1,0 +1,461 @@
+"""Integrating the gradient flow  d theta/dt = -eta * grad L(theta)  with Diffrax.
+
+`simulate` (adaptive solvers, the exact flow up to a tolerance) and `gradient_descent`
+(explicit Euler with a constant step, i.e. GD) share one code path: `integrate`, which
+jits one diffrax solve whose save-time function records the loss, the gradient norm,
+the user's metrics and (only when asked) the parameters.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._flatten import FlatProblem, flatten_problem
+from ._solution import Solution
+from ._times import check_ts, default_ts
+
+PyTree = Any
+
+SOLVERS: dict[str, Callable[[], diffrax.AbstractSolver]] = {
+    "euler": diffrax.Euler,
+    "heun": diffrax.Heun,
+    "midpoint": diffrax.Midpoint,
+    "ralston": diffrax.Ralston,
+    "bosh3": diffrax.Bosh3,
+    "tsit5": diffrax.Tsit5,
+    "dopri5": diffrax.Dopri5,
+    "dopri8": diffrax.Dopri8,
+    "kvaerno3": diffrax.Kvaerno3,
+    "kvaerno4": diffrax.Kvaerno4,
+    "kvaerno5": diffrax.Kvaerno5,
+    "implicit_euler": diffrax.ImplicitEuler,
+}
+
+
+def make_solver(solver: str | diffrax.AbstractSolver | None) -> diffrax.AbstractSolver:
+    """A diffrax solver from a name (see `SOLVERS`) or a solver object (returned as is)."""
+    if solver is None:
+        return diffrax.Tsit5()
+    if isinstance(solver, diffrax.AbstractSolver):
+        return solver
+    if isinstance(solver, str) and solver.lower() in SOLVERS:
+        return SOLVERS[solver.lower()]()
+    raise ValueError(
+        f"solver: unknown solver {solver!r}; use one of {sorted(SOLVERS)} "
+        "or pass a diffrax solver object such as diffrax.Dopri8()."
+    )
+
+
+def evals_per_step(solver: diffrax.AbstractSolver) -> tuple[int, int] | None:
+    """(vector-field evaluations per attempted step, evaluations at start) for explicit
+    Runge-Kutta solvers, from their Butcher tableau; None when it is not fixed (implicit
+    solvers, whose Newton iterations vary)."""
+    if isinstance(solver, diffrax.Euler):
+        return 1, 0
+    tableau = getattr(solver, "tableau", None)
+    if isinstance(solver, diffrax.AbstractERK) and isinstance(tableau, diffrax.ButcherTableau):
+        if tableau.fsal:
+            return tableau.num_stages - 1, 1
+        return tableau.num_stages, 0
+    return None
+
+
+def _check_positive(name: str, value: Any, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: must be a positive number, got {value!r}.") from None
+    if not np.isfinite(v) or v <= 0:
+        raise ValueError(f"{name}: must be a finite positive number, got {value!r}.")
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name}: must be an integer >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+_RESULT_ADVICE = {
+    "max_steps_reached": "increase max_steps, loosen rtol/atol, or shorten t1",
+    "dt_min_reached": (
+        "the step size underflowed: the flow is very stiff or blew up; "
+        "try an implicit solver (kvaerno5), a smaller eta, or check the loss for NaNs"
+    ),
+}
+
+
+_RESULT_NAMES = (
+    "successful",
+    "max_steps_reached",
+    "dt_min_reached",
+    "event_occurred",
+    "max_steps_rejected",
+    "internal_error",
+)
+
+
+def _decode_result(code: int) -> tuple[str, str]:
+    """(name, diffrax's message) of a diffrax result code."""
+    for name in _RESULT_NAMES:
+        member = getattr(diffrax.RESULTS, name)
+        if int(member._value) == code:
+            return name, diffrax.RESULTS[member]
+    return "failed", f"unknown diffrax result code {code}"
+
+
+def _trim(saved: dict[str, Any], ts: np.ndarray, t_final: float) -> tuple[np.ndarray, dict]:
+    """Keep the save times actually reached with a finite loss (diffrax fills the rest
+    with inf after an early stop)."""
+    loss = np.asarray(saved["loss"])
+    keep = (ts <= t_final) & np.isfinite(loss) & np.isfinite(ts)
+    # keep only the leading run of reached points (a NaN in the middle ends the record)
+    bad = np.nonzero(~keep)[0]
+    k = int(bad[0]) if bad.size else ts.size
+    return ts[:k], jax.tree_util.tree_map(lambda a: np.asarray(a)[:k], saved)
+
+
+def integrate(
+    problem: FlatProblem,
+    t0: float,
+    t1: float,
+    ts: np.ndarray,
+    *,
+    solver: diffrax.AbstractSolver,
+    stepsize_controller: diffrax.AbstractStepSizeController,
+    dt0: float | None,
+    max_steps: int,
+    save_params: bool = False,
+    metrics: Mapping[str, Callable[[PyTree], jax.Array]] | None = None,
+    loss_target: float | None = None,
+    progress: bool = False,
+    settings: dict[str, Any] | None = None,
+) -> Solution:
+    """Solve d theta/dt = problem.vector_field(theta) on [t0, t1] and record at `ts`.
+
+    This is the shared engine of `simulate` and `gradient_descent`; it does no argument
+    checking of its own beyond what diffrax does.
+    """
+    metrics = dict(metrics or {})
+    t0, t1 = float(t0), float(t1)
+
+    def save_fn(t, theta, prob):
+        loss, grad = jax.value_and_grad(prob.loss)(theta)
+        out = {"loss": loss, "grad_norm": jnp.linalg.norm(grad)}
+        if metrics:
+            params = prob.params(theta)
+            out["metrics"] = {name: fn(params) for name, fn in metrics.items()}
+        if save_params:
+            out["theta"] = theta
+        return out
+
+    def diverged(t, y, args, **kwargs):
+        return jnp.logical_not(jnp.all(jnp.isfinite(y)))
+
+    conds = {"diverged": diverged}
+    if loss_target is not None:
+        target = float(loss_target)
+
+        def reached(t, y, args, **kwargs):
+            return args.loss(y) <= target
+
+        conds["loss_target"] = reached
+    event = diffrax.Event(conds)
+
+    term = diffrax.ODETerm(lambda t, y, args: args.vector_field(y))
+    meter = diffrax.TqdmProgressMeter(refresh_steps=50) if progress else diffrax.NoProgressMeter()
+
+    def run(prob, ts_arr):
+        sol = diffrax.diffeqsolve(
+            term,
+            solver,
+            t0,
+            t1,
+            dt0,
+            prob.theta0,
+            args=prob,
+            saveat=diffrax.SaveAt(
+                subs=[diffrax.SubSaveAt(ts=ts_arr, fn=save_fn), diffrax.SubSaveAt(t1=True)]
+            ),
+            stepsize_controller=stepsize_controller,
+            event=event,
+            max_steps=max_steps,
+            throw=False,
+            progress_meter=meter,
+        )
+        saved, last = sol.ys
+        return {
+            "ts": sol.ts[0],
+            "saved": saved,
+            "t_final": sol.ts[1][-1],
+            "theta_final": last[-1],
+            "result": sol.result._value,
+            "event_mask": sol.event_mask,
+            "stats": {
+                k: sol.stats[k] for k in ("num_steps", "num_accepted_steps", "num_rejected_steps")
+            },
+        }
+
+    ts_arr = jnp.asarray(ts, dtype=problem.theta0.dtype)
+    start = time.perf_counter()
+    compiled = jax.jit(run).lower(problem, ts_arr).compile()
+    compile_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    out = jax.block_until_ready(compiled(problem, ts_arr))
+    run_seconds = time.perf_counter() - start
+    out = jax.device_get(out)
+
+    name, diffrax_message = _decode_result(int(out["result"]))
+    mask = out["event_mask"]
+    diverged_flag = name == "event_occurred" and bool(mask["diverged"])
+    target_flag = name == "event_occurred" and bool(mask.get("loss_target", False))
+    t_final = float(out["t_final"])
+    ts_kept, saved = _trim(out["saved"], np.asarray(out["ts"], dtype=np.float64), t_final)
+    theta_final = np.asarray(out["theta_final"])
+
+    if diverged_flag:
+        name = "diverged"
+        finite_t = float(ts_kept[-1]) if ts_kept.size else t0
+        message = (
+            f"the state became non-finite during the step ending at t = {t_final:.6g}; "
+            f"the last finite save time is t = {finite_t:.6g}. For gradient descent use a "
+            "smaller step (dt * eta below 2 / lambda_max of the Hessian); for the flow, "
+            "check the loss for overflow."
+        )
+        success = False
+        # The final state is the last finite saved one when parameters were saved.
+        if save_params and ts_kept.size:
+            theta_final = np.asarray(saved["theta"][-1])
+        t_final = finite_t
+    elif target_flag:
+        name = "loss_target_reached"
+        message = f"stopped at t = {t_final:.6g}: the loss reached the target {loss_target:g}."
+        success = True
+    elif name == "successful":
+        message = f"integrated to t1 = {t1:g}."
+        success = True
+    else:
+        advice = _RESULT_ADVICE.get(name, "see diffrax.RESULTS")
+        message = (
+            f"stopped at t = {t_final:.6g} before t1 = {t1:g}: {diffrax_message} "
+            f"Fix: {advice}. Everything up to t = {t_final:.6g} is kept."
+        )
+        success = False
+
+    stats = {k: int(v) for k, v in out["stats"].items()}
+    per = evals_per_step(solver)
+    stats["grad_evals"] = None if per is None else per[0] * stats["num_steps"] + per[1]
+    stats["save_evals"] = int(ts_kept.size)
+    stats["compile_seconds"] = compile_seconds
+    stats["run_seconds"] = run_seconds
+    stats["max_steps"] = int(max_steps)
+
+    params_traj = None
+    if save_params:
+        params_traj = jax.vmap(problem.params)(jnp.asarray(saved["theta"]))
+        params_traj = jax.tree_util.tree_map(np.asarray, params_traj)
+    final = jax.tree_util.tree_map(
+        lambda a: np.asarray(a) if isinstance(a, jax.Array) else a,
+        problem.params(jnp.asarray(theta_final)),
+    )
+    return Solution(
+        ts=ts_kept,
+        loss=np.asarray(saved["loss"], dtype=np.float64),
+        grad_norm=np.asarray(saved["grad_norm"], dtype=np.float64),
+        metrics={k: np.asarray(v) for k, v in saved.get("metrics", {}).items()},
+        params=params_traj,
+        final=final,
+        theta_final=theta_final,
+        t_final=t_final,
+        success=success,
+        stopped_early=target_flag,
+        diverged=diverged_flag,
+        result=name,
+        message=message,
+        stats=stats,
+        settings=dict(settings or {}),
+    )
+
+
+def _eta_setting(eta: Any) -> Any:
+    if isinstance(eta, int | float | np.floating | np.integer):
+        return float(eta)
+    return "per-leaf"
+
+
+def simulate(
+    loss_fn: Callable[[PyTree], jax.Array],
+    params: PyTree,
+    t1: float,
+    *,
+    eta: Any = 1.0,
+    trainable: Any = None,
+    ts: Any = None,
+    t0: float = 0.0,
+    save_params: bool = False,
+    metrics: Mapping[str, Callable[[PyTree], jax.Array]] | None = None,
+    solver: str | diffrax.AbstractSolver | None = None,
+    stepsize_controller: diffrax.AbstractStepSizeController | None = None,
+    rtol: float = 1e-8,
+    atol: float = 1e-10,
+    dt0: float | None = None,
+    max_steps: int = 200_000,
+    loss_target: float | None = None,
+    progress: bool = False,
+) -> Solution:
+    """Simulate the gradient flow  d theta/dt = -eta * grad L(theta)  from `params`.
+
+    Arguments:
+        loss_fn: params -> scalar loss L.
+        params: initial parameters, any pytree of arrays (equinox Modules included).
+        t1: final time (flow time, in the units fixed by `eta`; see docs/time.md).
+        eta: time scale, a positive scalar or a pytree like `params` with one scalar per
+            leaf (e.g. `model.eta()`).
+        trainable: which leaves move: None (all floating arrays), a callable filter, or a
+            pytree of bools like `params`. Frozen leaves are closed over, not integrated.
+        ts: save times in [t0, t1]; default `default_ts(t0, t1)` (linear and log grid).
+        t0: initial time.
+        save_params: also return the parameters at every save time (memory k x P).
+        metrics: name -> fn(params) -> array, recorded at the save times.
+        solver: a diffrax solver object or a name in `SOLVERS`; default Tsit5.
+        stepsize_controller: default `PIDController(rtol, atol)`.
+        rtol, atol: error-control tolerances of the default controller.
+        dt0: initial step (None: chosen automatically by the controller).
+        max_steps: step limit; reaching it ends the run with the partial trajectory.
+        loss_target: stop (successfully) once the loss is at or below this value.
+        progress: show a progress bar.
+
+    Returns:
+        A `Solution`. Failures (step limit, divergence) are reported in it, not raised.
+    """
+    _check_positive("t1", t1)
+    t0 = float(t0)
+    if not np.isfinite(t0) or not float(t1) > t0:
+        raise ValueError(f"t1: must be greater than t0 = {t0}, got {t1}.")
+    _check_positive("rtol", rtol)
+    _check_positive("atol", atol)
+    _check_positive("dt0", dt0, allow_none=True)
+    _check_positive("loss_target", loss_target, allow_none=True)
+    max_steps = _check_int("max_steps", max_steps, 1)
+    ts = default_ts(t0, float(t1)) if ts is None else check_ts(ts, t0, float(t1))
+    solver_obj = make_solver(solver)
+    problem = flatten_problem(loss_fn, params, eta=eta, trainable=trainable)
+    if stepsize_controller is None:
+        if isinstance(solver_obj, diffrax.AbstractAdaptiveSolver):
+            stepsize_controller = diffrax.PIDController(rtol=rtol, atol=atol)
+        else:
+            if dt0 is None:
+                raise ValueError(
+                    f"dt0: solver {type(solver_obj).__name__} has no error estimate, so it "
+                    "needs a constant step; pass dt0 (or use gradient_descent for GD)."
+                )
+            stepsize_controller = diffrax.ConstantStepSize()
+    settings = {
+        "method": "gradient_flow",
+        "solver": type(solver_obj).__name__,
+        "stepsize_controller": type(stepsize_controller).__name__,
+        "rtol": float(rtol),
+        "atol": float(atol),
+        "dt0": dt0,
+        "max_steps": max_steps,
+        "t0": t0,
+        "t1": float(t1),
+        "eta": _eta_setting(eta),
+        "loss_target": loss_target,
+        "n_params": int(problem.theta0.size),
+        "dtype": str(problem.theta0.dtype),
+    }
+    return integrate(
+        problem,
+        t0,
+        float(t1),
+        ts,
+        solver=solver_obj,
+        stepsize_controller=stepsize_controller,
+        dt0=dt0,
+        max_steps=max_steps,
+        save_params=save_params,
+        metrics=metrics,
+        loss_target=loss_target,
+        progress=progress,
+        settings=settings,
+    )
+
+
+def gradient_descent(
+    loss_fn: Callable[[PyTree], jax.Array],
+    params: PyTree,
+    dt: float,
+    n_steps: int,
+    *,
+    eta: Any = 1.0,
+    trainable: Any = None,
+    save_every: int = 1,
+    save_params: bool = False,
+    metrics: Mapping[str, Callable[[PyTree], jax.Array]] | None = None,
+    loss_target: float | None = None,
+    progress: bool = False,
+) -> Solution:
+    """Gradient descent as explicit Euler on the gradient-flow field.
+
+    theta_{k+1} = theta_k - dt * eta * grad L(theta_k): the learning rate is dt * eta and
+    step k is flow time t = k * dt, so a GD `Solution` compares with a `simulate`
+    `Solution` at equal times. Runs `diffrax.Euler` with steps fixed at t = k * dt
+    (`StepTo`), through the same engine as `simulate`.
+
+    Arguments:
+        dt: time step (the learning rate divided by eta).
+        n_steps: number of GD steps; the run ends at t = n_steps * dt.
+        save_every: record the save-time quantities every this many steps (and at the end).
+        Other arguments as in `simulate`.
+
+    Returns:
+        A `Solution` whose `ts` are k * dt for the recorded steps k.
+    """
+    _check_positive("dt", dt)
+    n_steps = _check_int("n_steps", n_steps, 1)
+    save_every = _check_int("save_every", save_every, 1)
+    _check_positive("loss_target", loss_target, allow_none=True)
+    problem = flatten_problem(loss_fn, params, eta=eta, trainable=trainable)
+    dt = float(dt)
+    grid = np.arange(n_steps + 1, dtype=np.float64) * dt
+    steps_saved = np.unique(np.concatenate([np.arange(0, n_steps + 1, save_every), [n_steps]]))
+    ts = grid[steps_saved]
+    settings = {
+        "method": "gradient_descent",
+        "solver": "Euler",
+        "stepsize_controller": "StepTo",
+        "dt": dt,
+        "learning_rate": "dt * eta",
+        "n_steps": n_steps,
+        "save_every": save_every,
+        "t0": 0.0,
+        "t1": float(grid[-1]),
+        "eta": _eta_setting(eta),
+        "loss_target": loss_target,
+        "n_params": int(problem.theta0.size),
+        "dtype": str(problem.theta0.dtype),
+    }
+    return integrate(
+        problem,
+        0.0,
+        float(grid[-1]),
+        ts,
+        solver=diffrax.Euler(),
+        stepsize_controller=diffrax.StepTo(ts=jnp.asarray(grid)),
+        dt0=None,
+        max_steps=n_steps,
+        save_params=save_params,
+        metrics=metrics,
+        loss_target=loss_target,
+        progress=progress,
+        settings=settings,
+    )

@@ -1,0 +1,1 @@
+"""Models from the paper, as equinox Modules."""

@@ -1,0 +1,28 @@
+"""The linear model, for closed-form tests."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+
+from ._base import AbstractModel, as_batch, check_size, default_float
+
+
+class Linear(AbstractModel):
+    """f(x) = w . x, w (d,): the linear model, for closed-form tests. eta = 1."""
+
+    w: jax.Array
+    d: int = eqx.field(static=True)
+
+    def __init__(self, d: int, *, key: jax.Array, scale: float = 1.0):
+        self.d = check_size("d", d)
+        self.w = scale * jax.random.normal(key, (d,), default_float())
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return as_batch(x, self.d) @ self.w
+
+    def layer_eta(self) -> dict[str, float]:
+        return {"w": 1.0}
+
+    def layer_trainable(self) -> dict[str, bool]:
+        return {"w": True}
