@@ -123,11 +123,9 @@ def _trim(saved: dict[str, Any], ts: np.ndarray, t_final: float) -> tuple[np.nda
     return ts[:k], jax.tree_util.tree_map(lambda a: np.asarray(a)[:k], saved)
 
 
-def integrate(
-    problem: FlatProblem,
+def make_solve_fn(
     t0: float,
     t1: float,
-    ts: np.ndarray,
     *,
     solver: diffrax.AbstractSolver,
     stepsize_controller: diffrax.AbstractStepSizeController,
@@ -137,12 +135,12 @@ def integrate(
     metrics: Mapping[str, Callable[[PyTree], jax.Array]] | None = None,
     loss_target: float | None = None,
     progress: bool = False,
-    settings: dict[str, Any] | None = None,
-) -> Solution:
-    """Solve d theta/dt = problem.vector_field(theta) on [t0, t1] and record at `ts`.
+) -> Callable[[FlatProblem, jax.Array], dict[str, Any]]:
+    """The pure solve `(problem, ts) -> raw outputs` that `integrate` jits.
 
-    This is the shared engine of `simulate` and `gradient_descent`; it does no argument
-    checking of its own beyond what diffrax does.
+    It is free of Python side effects, so it can be jitted, vmapped over a batch of
+    problems (an ensemble: batched theta0, eta and frozen leaves) or sharded. The raw
+    outputs are turned into a `Solution` by `solution_from_raw`.
     """
     metrics = dict(metrics or {})
     t0, t1 = float(t0), float(t1)
@@ -173,7 +171,7 @@ def integrate(
     term = diffrax.ODETerm(lambda t, y, args: args.vector_field(y))
     meter = diffrax.TqdmProgressMeter(refresh_steps=50) if progress else diffrax.NoProgressMeter()
 
-    def run(prob, ts_arr):
+    def run(prob: FlatProblem, ts_arr: jax.Array) -> dict[str, Any]:
         sol = diffrax.diffeqsolve(
             term,
             solver,
@@ -204,6 +202,43 @@ def integrate(
             },
         }
 
+    return run
+
+
+def integrate(
+    problem: FlatProblem,
+    t0: float,
+    t1: float,
+    ts: np.ndarray,
+    *,
+    solver: diffrax.AbstractSolver,
+    stepsize_controller: diffrax.AbstractStepSizeController,
+    dt0: float | None,
+    max_steps: int,
+    save_params: bool = False,
+    metrics: Mapping[str, Callable[[PyTree], jax.Array]] | None = None,
+    loss_target: float | None = None,
+    progress: bool = False,
+    settings: dict[str, Any] | None = None,
+) -> Solution:
+    """Solve d theta/dt = problem.vector_field(theta) on [t0, t1] and record at `ts`.
+
+    This is the shared engine of `simulate` and `gradient_descent`; it does no argument
+    checking of its own beyond what diffrax does. Compilation and the run are timed
+    separately.
+    """
+    run = make_solve_fn(
+        t0,
+        t1,
+        solver=solver,
+        stepsize_controller=stepsize_controller,
+        dt0=dt0,
+        max_steps=max_steps,
+        save_params=save_params,
+        metrics=metrics,
+        loss_target=loss_target,
+        progress=progress,
+    )
     ts_arr = jnp.asarray(ts, dtype=problem.theta0.dtype)
     start = time.perf_counter()
     compiled = jax.jit(run).lower(problem, ts_arr).compile()
@@ -211,8 +246,37 @@ def integrate(
     start = time.perf_counter()
     out = jax.block_until_ready(compiled(problem, ts_arr))
     run_seconds = time.perf_counter() - start
-    out = jax.device_get(out)
+    return solution_from_raw(
+        jax.device_get(out),
+        problem,
+        float(t0),
+        float(t1),
+        solver=solver,
+        max_steps=max_steps,
+        save_params=save_params,
+        loss_target=loss_target,
+        settings=settings,
+        compile_seconds=compile_seconds,
+        run_seconds=run_seconds,
+    )
 
+
+def solution_from_raw(
+    out: dict[str, Any],
+    problem: FlatProblem,
+    t0: float,
+    t1: float,
+    *,
+    solver: diffrax.AbstractSolver,
+    max_steps: int,
+    save_params: bool,
+    loss_target: float | None,
+    settings: dict[str, Any] | None,
+    compile_seconds: float,
+    run_seconds: float,
+) -> Solution:
+    """Turn one (unbatched, host) raw output of a solve function into a `Solution`:
+    decode the diffrax result, trim what was not reached, explain failures."""
     name, diffrax_message = _decode_result(int(out["result"]))
     mask = out["event_mask"]
     diverged_flag = name == "event_occurred" and bool(mask["diverged"])

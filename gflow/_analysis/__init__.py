@@ -1,0 +1,1 @@
+"""Analyses of trajectories: pure functions of arrays."""

@@ -1,0 +1,188 @@
+"""Fitting an exponential (linear-rate) decay L(t) ~ C exp(-rate t) to a loss trajectory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class RateFit:
+    """Least-squares fit of log L(t) = log C - rate * t over a window of save times.
+
+    Fields:
+        rate: fitted exponential rate (1 / time units of the flow).
+        stderr: its standard error (ordinary least squares).
+        ci: (low, high) 95% confidence interval (Student t with n_points - 2 dof).
+        intercept: log C.
+        window: (t_start, t_end) of the points used; i_start, i_end their indices
+            (i_end exclusive).
+        r2: coefficient of determination of the linear fit of log L.
+        n_points: points in the window.
+        floor_time: time where the numerical floor begins (None when no floor).
+        local_rate: -(d/dt) log L at every input time (finite differences, 2nd order).
+    """
+
+    rate: float
+    stderr: float
+    ci: tuple[float, float]
+    intercept: float
+    window: tuple[float, float]
+    i_start: int
+    i_end: int
+    r2: float
+    n_points: int
+    floor_time: float | None
+    local_rate: np.ndarray
+
+    def __str__(self) -> str:
+        return (
+            f"linear rate {self.rate:.6g} +- {1.96 * self.stderr:.2g} "
+            f"over t in [{self.window[0]:.4g}, {self.window[1]:.4g}] (R^2 = {self.r2:.6f})"
+        )
+
+
+def _t_quantile_975(dof: int) -> float:
+    """Student t 97.5% quantile, Cornish-Fisher expansion (error < 1e-3 for dof >= 3)."""
+    z = 1.959963984540054
+    if dof <= 0:
+        return float("inf")
+    table = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776}
+    if dof in table:
+        return table[dof]
+    v = float(dof)
+    return (
+        z
+        + (z**3 + z) / (4 * v)
+        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * v**2)
+        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * v**3)
+    )
+
+
+def _ols(t: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
+    """Slope, intercept, slope standard error and R^2 of y ~ a + b t."""
+    n = t.size
+    tm, ym = t.mean(), y.mean()
+    stt = np.sum((t - tm) ** 2)
+    b = np.sum((t - tm) * (y - ym)) / stt
+    a = ym - b * tm
+    res = y - (a + b * t)
+    sse = float(np.sum(res**2))
+    syy = float(np.sum((y - ym) ** 2))
+    se = np.sqrt(sse / (n - 2) / stt) if n > 2 else float("inf")
+    r2 = 1.0 - sse / syy if syy > 0 else 1.0
+    return float(b), float(a), float(se), float(r2)
+
+
+def local_rate(ts: np.ndarray, loss: np.ndarray) -> np.ndarray:
+    """-(d/dt) log L(t) by second-order finite differences on the (non-uniform) grid."""
+    ts = np.asarray(ts, dtype=np.float64)
+    return -np.gradient(np.log(np.asarray(loss, dtype=np.float64)), ts)
+
+
+def find_floor(ts: np.ndarray, loss: np.ndarray, *, decades: float = 3.0) -> int | None:
+    """Index where the numerical floor begins, or None.
+
+    A point k starts the floor when (a) less than one decade of decay remains after it,
+    min_{j>=k} log10 L_j > log10 L_k - 1, and (b) at the rate of the points just before
+    k the remaining time would have bought more than `decades` decades. A slower second
+    phase fails (b); a true floor (solver tolerance or round-off) satisfies both.
+    """
+    logl = np.log10(np.asarray(loss, dtype=np.float64))
+    t = np.asarray(ts, dtype=np.float64)
+    n = t.size
+    w = max(3, n // 20)
+    tail_min = np.minimum.accumulate(logl[::-1])[::-1]
+    for k in range(w, n - 2):
+        if logl[k] - tail_min[k] >= 1.0:
+            continue
+        pre = (logl[k - w] - logl[k]) / (t[k] - t[k - w])
+        if pre > 0 and pre * (t[-1] - t[k]) > decades:
+            return k
+    return None
+
+
+def fit_rate(
+    ts,
+    loss,
+    *,
+    window: tuple[float, float] | None = None,
+    min_points: int = 5,
+    curvature_tol: float = 0.1,
+) -> RateFit:
+    """Fit L(t) ~ C exp(-rate t) by least squares on log L.
+
+    Arguments:
+        ts: (k,) increasing times; loss: (k,) positive finite losses.
+        window: (t_start, t_end) to fit over; default: found automatically. The floor
+            (see `find_floor`) is cut off, then the window grows backwards from the floor
+            (or the end) while the slope over its first quarter agrees with the slope
+            over the whole window to `curvature_tol` (relative, plus 3 standard errors):
+            this keeps the terminal linear regime and drops the initial transient or a
+            faster first phase.
+        min_points: fewest points in a window.
+
+    Returns:
+        A `RateFit`.
+    """
+    t = np.asarray(ts, dtype=np.float64)
+    l_arr = np.asarray(loss, dtype=np.float64)
+    if t.ndim != 1 or l_arr.shape != t.shape:
+        raise ValueError(f"loss: expected shape {t.shape} like ts, got {l_arr.shape}.")
+    if isinstance(min_points, bool) or not isinstance(min_points, int) or min_points < 3:
+        raise ValueError(f"min_points: must be an integer >= 3, got {min_points!r}.")
+    if t.size < min_points:
+        raise ValueError(
+            f"ts: needs at least {min_points} points to fit a rate, got {t.size}; save more "
+            "times (simulate(..., ts=...))."
+        )
+    if not np.all(np.isfinite(t)) or np.any(np.diff(t) <= 0):
+        raise ValueError("ts: must be finite and strictly increasing; sort and deduplicate.")
+    if not np.all(np.isfinite(l_arr)) or np.any(l_arr <= 0):
+        raise ValueError(
+            "loss: must be finite and > 0 to fit log L; drop the points where the loss is "
+            "0, negative or non-finite (a diverged run), or pass a window before them."
+        )
+    y = np.log(l_arr)
+    lr = local_rate(t, l_arr)
+    floor = find_floor(t, l_arr)
+    floor_time = None if floor is None else float(t[floor])
+    if window is not None:
+        t_lo, t_hi = float(window[0]), float(window[1])
+        if not t_hi > t_lo:
+            raise ValueError(f"window: needs t_start < t_end, got {window!r}.")
+        idx = np.nonzero((t >= t_lo) & (t <= t_hi))[0]
+        if idx.size < min_points:
+            raise ValueError(
+                f"window: holds {idx.size} save times, fewer than min_points = {min_points}; "
+                "widen it."
+            )
+        i0, i1 = int(idx[0]), int(idx[-1]) + 1
+    else:
+        i1 = t.size if floor is None else max(floor + 1, min_points)
+        i0 = max(0, i1 - min_points)
+        for s in range(i1 - min_points, -1, -1):
+            b, _, se, _ = _ols(t[s:i1], y[s:i1])
+            q = max(3, (i1 - s) // 4)
+            if i1 - s >= 2 * min_points:
+                bh, _, seh, _ = _ols(t[s : s + q], y[s : s + q])
+                if abs(bh - b) > curvature_tol * abs(b) + 3 * np.hypot(se, seh):
+                    break
+            i0 = s
+    b, a, se, r2 = _ols(t[i0:i1], y[i0:i1])
+    rate = -b
+    half = _t_quantile_975(i1 - i0 - 2) * se
+    return RateFit(
+        rate=rate,
+        stderr=se,
+        ci=(rate - half, rate + half),
+        intercept=a,
+        window=(float(t[i0]), float(t[i1 - 1])),
+        i_start=i0,
+        i_end=i1,
+        r2=r2,
+        n_points=i1 - i0,
+        floor_time=floor_time,
+        local_rate=lr,
+    )

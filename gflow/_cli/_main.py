@@ -1,0 +1,51 @@
+"""`gflow` command line: one subcommand per module in this folder.
+
+Each subcommand module provides `add_parser(subparsers)`; the parser it adds sets
+`func` (args -> exit code). Errors that come from bad input (ValueError) are printed as
+one line `gflow: error: ...` with exit code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import _run_cmd
+
+SUBCOMMANDS = [_run_cmd]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gflow",
+        description=(
+            "Simulate the continuous-time gradient flow d theta/dt = -eta grad L(theta) of "
+            "neural networks precisely (adaptive ODE solvers, float64), and check "
+            "linear-rate convergence theory."
+        ),
+        epilog="Run 'gflow SUBCOMMAND --help' for each subcommand. Docs: docs/ in the repo.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
+    for module in SUBCOMMANDS:
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except ValueError as exc:
+        print(f"gflow: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gflow: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

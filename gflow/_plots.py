@@ -1,0 +1,37 @@
+"""Figures drawn from results (matplotlib, Agg backend, no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def plot_loss(path: str | Path, ts, loss, *, fit=None, test_loss=None, title: str = "") -> None:
+    """Loss vs time on a log scale, with the fitted exponential over its window."""
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    ax.semilogy(ts, loss, lw=2, label="train loss L(t)")
+    if test_loss is not None:
+        ax.semilogy(ts, test_loss, lw=1.5, ls="--", label="test loss")
+    if fit is not None:
+        tw = np.linspace(fit.window[0], fit.window[1], 50)
+        ax.semilogy(
+            tw,
+            np.exp(fit.intercept - fit.rate * tw),
+            "k:",
+            lw=2,
+            label=f"fit: rate {fit.rate:.4g} ± {1.96 * fit.stderr:.1g}",
+        )
+    ax.set_xlabel("flow time t")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)

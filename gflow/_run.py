@@ -1,0 +1,165 @@
+"""Running one configuration end to end: config -> (model, data) -> flow -> files.
+
+Files written in the output folder:
+    result.json      config, versions, solver settings and stats, wall times, final metrics
+    trajectory.npz   save times, loss, gradient norm, metrics, final state (no pickle)
+    loss.png         loss vs time (log scale) with the fitted exponential
+    config.toml      the complete config that was run (defaults filled in)
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._analysis._rate import RateFit, fit_rate
+from ._config import build_data, build_model, dumps_toml
+from ._flow._solution import Solution
+from ._flow._times import default_ts
+from ._io import SCHEMA_VERSION, versions, write_json, write_npz
+from ._plots import plot_loss
+from ._problem import simulate_mse
+
+
+def try_fit_rate(sol: Solution) -> RateFit | None:
+    """The rate fit of a solution's loss, or None when there is too little to fit."""
+    ok = np.isfinite(sol.loss) & (sol.loss > 0)
+    if int(ok.sum()) < 5:
+        return None
+    try:
+        return fit_rate(sol.ts[ok], sol.loss[ok])
+    except ValueError:
+        return None
+
+
+def rate_dict(fit: RateFit | None) -> dict[str, Any] | None:
+    if fit is None:
+        return None
+    return {
+        "rate": fit.rate,
+        "stderr": fit.stderr,
+        "ci95": list(fit.ci),
+        "intercept": fit.intercept,
+        "window": list(fit.window),
+        "r2": fit.r2,
+        "n_points": fit.n_points,
+        "floor_time": fit.floor_time,
+    }
+
+
+def run_config(cfg: dict[str, Any], out: str | Path, *, progress: bool | None = None) -> dict:
+    """Run a validated config and write the result files into `out`. Returns result.json's
+    content."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    wall0 = time.perf_counter()
+    data = build_data(cfg)
+    model = build_model(cfg)
+    fc = cfg["flow"]
+    n_save = fc["n_save"]
+    ts = default_ts(0.0, fc["t1"], n_linear=n_save // 2 + 1, n_log=n_save - n_save // 2)
+    kwargs: dict[str, Any] = {}
+    if fc["eta"] is not None:
+        kwargs["eta"] = fc["eta"]
+    sol = simulate_mse(
+        model,
+        data,
+        fc["t1"],
+        ts=ts,
+        solver=fc["solver"],
+        rtol=fc["rtol"],
+        atol=fc["atol"],
+        dt0=fc["dt0"],
+        max_steps=fc["max_steps"],
+        loss_target=fc["loss_target"],
+        save_params=cfg["output"]["save_params"],
+        progress=cfg["output"]["progress"] if progress is None else progress,
+        **kwargs,
+    )
+    fit = try_fit_rate(sol)
+    arrays: dict[str, np.ndarray] = {
+        "ts": sol.ts,
+        "loss": sol.loss,
+        "grad_norm": sol.grad_norm,
+        "theta_final": sol.theta_final,
+    }
+    arrays.update({f"metric_{k}": v for k, v in sol.metrics.items()})
+    if fit is not None:
+        arrays["local_rate"] = fit.local_rate
+    if sol.params is not None:
+        arrays["params_W"] = np.asarray(sol.params.W) if hasattr(sol.params, "W") else None
+        arrays = {k: v for k, v in arrays.items() if v is not None}
+    write_npz(out / "trajectory.npz", arrays)
+    plot_loss(
+        out / "loss.png",
+        sol.ts,
+        sol.loss,
+        fit=fit,
+        test_loss=sol.metrics.get("test_loss"),
+        title=f"{cfg['model']['kind']} ({cfg['model']['scaling']}), n={data.n}, d={data.d}",
+    )
+    (out / "config.toml").write_text(dumps_toml(cfg))
+    final = {
+        "t_final": sol.t_final,
+        "loss_initial": float(sol.loss[0]) if sol.loss.size else None,
+        "loss_final": float(sol.loss[-1]) if sol.loss.size else None,
+        "grad_norm_final": float(sol.grad_norm[-1]) if sol.grad_norm.size else None,
+    }
+    if "test_loss" in sol.metrics and sol.metrics["test_loss"].size:
+        final["test_loss_final"] = float(sol.metrics["test_loss"][-1])
+    result = {
+        "schema_version": SCHEMA_VERSION,
+        "completed": sol.success,
+        "result": sol.result,
+        "message": sol.message,
+        "config": cfg,
+        "data": data.info,
+        "model": {
+            "class": type(model).__name__,
+            "trained_layers": model.trained_layers(),
+            "n_params_trained": sol.settings["n_params"],
+        },
+        "solver": sol.settings,
+        "stats": sol.stats,
+        "final": final,
+        "rate_fit": rate_dict(fit),
+        "wall_seconds": time.perf_counter() - wall0,
+        "versions": versions(),
+    }
+    write_json(out / "result.json", result)
+    return result
+
+
+def verdict(result: dict[str, Any]) -> str:
+    """A short human summary of a run's result."""
+    lines = []
+    f = result["final"]
+    st = result["stats"]
+    status = "completed" if result["completed"] else "NOT completed"
+    lines.append(f"{status} ({result['result']}): {result['message']}")
+    if f["loss_initial"] is not None:
+        lines.append(
+            f"loss {f['loss_initial']:.3e} -> {f['loss_final']:.3e} at t = {f['t_final']:.4g}"
+            + (f"; test loss {f['test_loss_final']:.3e}" if "test_loss_final" in f else "")
+        )
+    lines.append(
+        f"solver {result['solver']['solver']}: {st['num_steps']} steps "
+        f"({st['num_rejected_steps']} rejected), {st['grad_evals']} gradient evaluations, "
+        f"compile {st['compile_seconds']:.2f} s, run {st['run_seconds']:.2f} s"
+    )
+    rf = result["rate_fit"]
+    if rf is None:
+        lines.append("rate fit: not enough decaying points to fit")
+    else:
+        half = 1.96 * rf["stderr"]
+        floor = (
+            "" if rf["floor_time"] is None else f"; numerical floor from t = {rf['floor_time']:.4g}"
+        )
+        lines.append(
+            f"linear rate {rf['rate']:.4g} +- {half:.2g} over t in "
+            f"[{rf['window'][0]:.4g}, {rf['window'][1]:.4g}] (R^2 = {rf['r2']:.5f}){floor}"
+        )
+    return "\n".join(lines)
