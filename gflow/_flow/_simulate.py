@@ -8,6 +8,7 @@ the user's metrics and (only when asked) the parameters.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -17,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._checkpoint import Checkpoint, integrate_checkpointed
 from ._flatten import FlatProblem, flatten_problem
 from ._solution import Solution
 from ._times import check_ts, default_ts
@@ -374,6 +376,7 @@ def simulate(
     max_steps: int = 200_000,
     loss_target: float | None = None,
     progress: bool = False,
+    checkpoint: Checkpoint | None = None,
 ) -> Solution:
     """Simulate the gradient flow  d theta/dt = -eta * grad L(theta)  from `params`.
 
@@ -396,9 +399,12 @@ def simulate(
         max_steps: step limit; reaching it ends the run with the partial trajectory.
         loss_target: stop (successfully) once the loss is at or below this value.
         progress: show a progress bar.
+        checkpoint: a `Checkpoint` to integrate in time segments and checkpoint (and
+            resume) the run; None integrates in one solve (see docs/reliability.md).
 
     Returns:
-        A `Solution`. Failures (step limit, divergence) are reported in it, not raised.
+        A `Solution`. Failures (step limit, divergence, interruption) are reported in it,
+        not raised.
     """
     _check_positive("t1", t1)
     t0 = float(t0)
@@ -437,7 +443,13 @@ def simulate(
         "n_params": int(problem.theta0.size),
         "dtype": str(problem.theta0.dtype),
     }
-    return integrate(
+    if checkpoint is not None:
+        if not isinstance(checkpoint, Checkpoint):
+            raise ValueError(f"checkpoint: expected a gflow.Checkpoint, got {checkpoint!r}.")
+        engine = functools.partial(integrate_checkpointed, checkpoint=checkpoint)
+    else:
+        engine = integrate
+    return engine(
         problem,
         t0,
         float(t1),
