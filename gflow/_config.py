@@ -4,7 +4,7 @@
     [data]   kind = "synthetic" | "digits", n, d, n_test, inputs, target, ...
     [model]  kind = "two-layer" | "multilayer" | "linear", width, features, depth, ...
     [flow]   t1, solver, rtol, atol, max_steps, n_save, loss_target, eta
-    [output] progress, save_params
+    [output] progress, save_params, checkpoint_seconds, segments
 
 Every field has a type, a default and a range; an unknown key, a wrong type or a value
 out of range raises `ConfigError` naming the field (e.g. `model.width`) and the fix,
@@ -30,6 +30,8 @@ from ._models._base import AbstractModel
 from ._models._linear import Linear
 from ._models._multilayer import MultiLayer
 from ._models._two_layer import TwoLayer
+
+FIXED_STEP_SOLVERS = ("euler",)  # no error estimate: need flow.dt0
 
 
 class ConfigError(ValueError):
@@ -105,6 +107,15 @@ SCHEMA: dict[str, dict[str, Field]] = {
     "output": {
         "progress": Field(True, _BOOL, help="progress bar"),
         "save_params": Field(False, _BOOL, help="store parameters at every save time"),
+        "checkpoint_seconds": Field(
+            60.0,
+            _NUM,
+            minimum=0.0,
+            help="wall-clock seconds between checkpoints (0: each segment)",
+        ),
+        "segments": Field(
+            20, _INT, minimum=1, help="time segments (checkpoints are written at their ends)"
+        ),
     },
 }
 TOP_LEVEL: dict[str, Field] = {"seed": Field(0, _INT, minimum=0), "name": Field("run", _STR)}
@@ -185,6 +196,12 @@ def _cross_checks(cfg: dict[str, Any]) -> None:
             "model.scaling: 'mf-sqrt' applies to the multilayer model; the two-layer model "
             "takes 'mf' or 'ntk'."
         )
+    flow = cfg["flow"]
+    if flow["solver"] in FIXED_STEP_SOLVERS and flow["dt0"] is None:
+        raise ConfigError(
+            f"flow.dt0: solver {flow['solver']!r} has no error estimate and needs a constant "
+            "step; set flow.dt0 (e.g. 0.01) or use an adaptive solver such as 'tsit5'."
+        )
     if model["kind"] == "two-layer" and not (model["train_first"] or model["train_second"]):
         raise ConfigError("model.train_first: both layers frozen; train at least one.")
 
@@ -194,12 +211,18 @@ def load_config(path: str | Path | None) -> dict[str, Any]:
     if path is None:
         return validate({})
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"config: {str(p)!r} is a folder; pass the path of a .toml file.")
     if not p.is_file():
         raise ConfigError(f"config: file {str(p)!r} does not exist; check the path.")
     try:
-        raw = tomllib.loads(p.read_text())
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config: {p} is not valid TOML ({exc}).") from None
+        raise ConfigError(f"config: {p} is not valid TOML ({exc}); fix the syntax.") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config: {p} is not UTF-8 text; save it as a UTF-8 TOML file.") from None
+    except OSError as exc:
+        raise ConfigError(f"config: cannot read {p} ({exc.strerror}); check permissions.") from None
     return validate(raw)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -9,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from ._io import write_bytes  # noqa: E402
 
 
 def plot_loss(path: str | Path, ts, loss, *, fit=None, test_loss=None, title: str = "") -> None:
@@ -32,6 +35,7 @@ def plot_loss(path: str | Path, ts, loss, *, fit=None, test_loss=None, title: st
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png")
     plt.close(fig)
+    write_bytes(path, buf.getvalue())

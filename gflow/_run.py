@@ -5,6 +5,7 @@ Files written in the output folder:
     trajectory.npz   save times, loss, gradient norm, metrics, final state (no pickle)
     loss.png         loss vs time (log scale) with the fitted exponential
     config.toml      the complete config that was run (defaults filled in)
+    checkpoint.npz   while running (and after an interruption): the resumable state
 """
 
 from __future__ import annotations
@@ -17,11 +18,15 @@ import numpy as np
 
 from ._analysis._rate import RateFit, fit_rate
 from ._config import build_data, build_model, dumps_toml
+from ._flow._checkpoint import Checkpoint
 from ._flow._solution import Solution
 from ._flow._times import default_ts
-from ._io import SCHEMA_VERSION, versions, write_json, write_npz
+from ._io import SCHEMA_VERSION, versions, write_json, write_npz, write_text
 from ._plots import plot_loss
 from ._problem import simulate_mse
+
+CHECKPOINT_FILE = "checkpoint.npz"
+_FREE_OUTPUT = ("progress", "checkpoint_seconds")  # may change between a run and its resume
 
 
 def try_fit_rate(sol: Solution) -> RateFit | None:
@@ -50,11 +55,45 @@ def rate_dict(fit: RateFit | None) -> dict[str, Any] | None:
     }
 
 
-def run_config(cfg: dict[str, Any], out: str | Path, *, progress: bool | None = None) -> dict:
-    """Run a validated config and write the result files into `out`. Returns result.json's
-    content."""
+def checkpoint_for(cfg: dict[str, Any], out: Path, resume: bool) -> Checkpoint:
+    """The run's checkpoint: out/checkpoint.npz, identified by the config (less the
+    output options that do not change the numbers)."""
+    oc = cfg["output"]
+    ident = {**cfg, "output": {k: v for k, v in oc.items() if k not in _FREE_OUTPUT}}
+    return Checkpoint(
+        out / CHECKPOINT_FILE,
+        every_seconds=oc["checkpoint_seconds"],
+        resume=resume,
+        segments=oc["segments"],
+        identity=ident,
+    )
+
+
+def prepare_out(out: str | Path) -> Path:
+    """Create `out` and check it is writable, before anything is computed."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text(out / ".write-test", "")
+        (out / ".write-test").unlink()
+    except OSError as exc:
+        raise ValueError(
+            f"--out: cannot write to {str(out)!r} ({exc.strerror or exc}); choose a "
+            "writable folder."
+        ) from None
+    return out
+
+
+def run_config(
+    cfg: dict[str, Any], out: str | Path, *, progress: bool | None = None, resume: bool = False
+) -> dict:
+    """Run a validated config and write the result files into `out`. Returns result.json's
+    content. The run is checkpointed to out/checkpoint.npz (see docs/reliability.md);
+    `resume` continues from it. Partial results are written when the run fails or is
+    interrupted; the checkpoint is deleted once the results of a finished run are saved."""
+    out = prepare_out(out)
+    if not resume:
+        write_text(out / "config.toml", dumps_toml(cfg))
     wall0 = time.perf_counter()
     data = build_data(cfg)
     model = build_model(cfg)
@@ -77,10 +116,12 @@ def run_config(cfg: dict[str, Any], out: str | Path, *, progress: bool | None = 
         loss_target=fc["loss_target"],
         save_params=cfg["output"]["save_params"],
         progress=cfg["output"]["progress"] if progress is None else progress,
+        checkpoint=checkpoint_for(cfg, out, resume),
         **kwargs,
     )
     fit = try_fit_rate(sol)
     arrays: dict[str, np.ndarray] = {
+        "schema_version": np.asarray(SCHEMA_VERSION),
         "ts": sol.ts,
         "loss": sol.loss,
         "grad_norm": sol.grad_norm,
@@ -101,7 +142,7 @@ def run_config(cfg: dict[str, Any], out: str | Path, *, progress: bool | None = 
         test_loss=sol.metrics.get("test_loss"),
         title=f"{cfg['model']['kind']} ({cfg['model']['scaling']}), n={data.n}, d={data.d}",
     )
-    (out / "config.toml").write_text(dumps_toml(cfg))
+    write_text(out / "config.toml", dumps_toml(cfg))
     final = {
         "t_final": sol.t_final,
         "loss_initial": float(sol.loss[0]) if sol.loss.size else None,
@@ -130,6 +171,8 @@ def run_config(cfg: dict[str, Any], out: str | Path, *, progress: bool | None = 
         "versions": versions(),
     }
     write_json(out / "result.json", result)
+    if sol.result != "interrupted":
+        (out / CHECKPOINT_FILE).unlink(missing_ok=True)
     return result
 
 

@@ -251,9 +251,7 @@ def integrate_checkpointed(
         loss_target=loss_target,
     )
     dtype = problem.theta0.dtype
-    step_c, carry0, compile_seconds = compile_segment_fns(
-        init, step, problem, t0, t1, ts_pad[0]
-    )
+    step_c, carry0, compile_seconds = compile_segment_fns(init, step, problem, t0, t1, ts_pad[0])
     saved_pieces: list[dict] = []
     stats = dict.fromkeys(STAT_KEYS, 0)
     run_before = 0.0

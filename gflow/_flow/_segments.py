@@ -80,7 +80,10 @@ def segment_grid(ts: np.ndarray, t0: float, t1: float, segments: int):
         rows.append(ts[sel])
     width = max(1, max(r.size for r in rows))
     ts_pad = np.stack(
-        [np.concatenate([r, np.full(width - r.size, hi)]) for r, hi in zip(rows, bounds[1:])]
+        [
+            np.concatenate([r, np.full(width - r.size, hi)])
+            for r, hi in zip(rows, bounds[1:], strict=True)
+        ]
     )
     counts = np.array([r.size for r in rows])
     return bounds, ts_pad, counts
