@@ -134,14 +134,18 @@ def run_config(
         arrays["params_W"] = np.asarray(sol.params.W) if hasattr(sol.params, "W") else None
         arrays = {k: v for k, v in arrays.items() if v is not None}
     write_npz(out / "trajectory.npz", arrays)
-    plot_loss(
-        out / "loss.png",
-        sol.ts,
-        sol.loss,
-        fit=fit,
-        test_loss=sol.metrics.get("test_loss"),
-        title=f"{cfg['model']['kind']} ({cfg['model']['scaling']}), n={data.n}, d={data.d}",
-    )
+    try:  # a figure must never cost the results
+        plot_loss(
+            out / "loss.png",
+            sol.ts,
+            sol.loss,
+            fit=fit,
+            test_loss=sol.metrics.get("test_loss"),
+            title=f"{cfg['model']['kind']} ({cfg['model']['scaling']}), n={data.n}, d={data.d}",
+        )
+        plot_error = None
+    except Exception as exc:  # noqa: BLE001
+        plot_error = f"loss.png not drawn: {type(exc).__name__}: {exc}"
     write_text(out / "config.toml", dumps_toml(cfg))
     final = {
         "t_final": sol.t_final,
@@ -169,6 +173,7 @@ def run_config(
         "rate_fit": rate_dict(fit),
         "wall_seconds": time.perf_counter() - wall0,
         "versions": versions(),
+        "plot_error": plot_error,
     }
     write_json(out / "result.json", result)
     if sol.result != "interrupted":

@@ -241,6 +241,7 @@ def integrate_checkpointed(
     identity = run_identity(
         problem, ts, bounds, settings, save_params, metric_names, checkpoint.identity
     )
+    ck = read_checkpoint(path, identity) if checkpoint.resume else None  # before compiling
     init, step = make_segment_fns(
         solver=solver,
         stepsize_controller=stepsize_controller,
@@ -256,7 +257,6 @@ def integrate_checkpointed(
     stats = dict.fromkeys(STAT_KEYS, 0)
     run_before = 0.0
     if checkpoint.resume:
-        ck = read_checkpoint(path, identity)
         carry = carry_from_leaves(carry0, ck["carry_leaves"])
         y, first, run_before = ck["y"], ck["segment"], ck["run_seconds"]
         saved_pieces.append(ck["saved"])

@@ -114,6 +114,18 @@ def _decode_result(code: int) -> tuple[str, str]:
     return "failed", f"unknown diffrax result code {code}"
 
 
+def _blowup_hint(theta0: Any, theta: np.ndarray, t: float) -> str:
+    """A note when the state grew by over 1e3 (or overflowed) before a step-limit stop."""
+    a, b = float(np.linalg.norm(np.asarray(theta0))), float(np.linalg.norm(theta))
+    if np.isfinite(b) and b <= 1e3 * max(a, 1e-300):
+        return ""
+    return (
+        f" The state norm grew from {a:.3g} to {b:.3g}: the flow is probably blowing up "
+        f"(finite-time blow-up near t = {t:.6g}); check that the loss is bounded below, "
+        "or lower eta."
+    )
+
+
 def _trim(saved: dict[str, Any], ts: np.ndarray, t_final: float) -> tuple[np.ndarray, dict]:
     """Keep the save times actually reached with a finite loss (diffrax fills the rest
     with inf after an early stop)."""
@@ -284,14 +296,19 @@ def solution_from_raw(
     diverged_flag = name == "event_occurred" and bool(mask["diverged"])
     target_flag = name == "event_occurred" and bool(mask.get("loss_target", False))
     t_final = float(out["t_final"])
-    ts_kept, saved = _trim(out["saved"], np.asarray(out["ts"], dtype=np.float64), t_final)
+    ts_all = np.asarray(out["ts"], dtype=np.float64)
+    ts_kept, saved = _trim(out["saved"], ts_all, t_final)
     theta_final = np.asarray(out["theta_final"])
+    # A non-finite loss at a reached save time (the state itself still finite) is a
+    # divergence too: the record was cut there, so the run must not count as complete.
+    if ts_kept.size < int(np.sum(np.isfinite(ts_all) & (ts_all <= t_final))):
+        diverged_flag, target_flag = True, False
 
     if diverged_flag:
         name = "diverged"
         finite_t = float(ts_kept[-1]) if ts_kept.size else t0
         message = (
-            f"the state became non-finite during the step ending at t = {t_final:.6g}; "
+            f"the state or loss became non-finite by t = {t_final:.6g}; "
             f"the last finite save time is t = {finite_t:.6g}. For gradient descent use a "
             "smaller step (dt * eta below 2 / lambda_max of the Hessian); for the flow, "
             "check the loss for overflow."
@@ -313,7 +330,7 @@ def solution_from_raw(
         message = (
             f"stopped at t = {t_final:.6g} before t1 = {t1:g}: {diffrax_message} "
             f"Fix: {advice}. Everything up to t = {t_final:.6g} is kept."
-        )
+        ) + _blowup_hint(problem.theta0, theta_final, t_final)
         success = False
 
     stats = {k: int(v) for k, v in out["stats"].items()}
