@@ -16,6 +16,7 @@ from ._data._dataset import Dataset as Dataset
 from ._data._dataset import from_arrays as from_arrays
 from ._data._digits import load_digits as load_digits
 from ._data._synthetic import make_synthetic as make_synthetic
+from ._flow._checkpoint import Checkpoint as Checkpoint
 from ._flow._flatten import FlatProblem as FlatProblem
 from ._flow._flatten import flatten_problem as flatten_problem
 from ._flow._simulate import SOLVERS as SOLVERS

@@ -77,6 +77,14 @@ class Checkpoint:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"checkpoint.segments: must be an integer >= 1, got {n!r}.")
 
+    def check_resumable(self) -> None:
+        """With `resume`, the file must exist (checked before anything is compiled)."""
+        if self.resume and not Path(self.path).is_file():
+            raise ValueError(
+                f"resume: no checkpoint at {str(self.path)!r}; the run finished or never "
+                "reached its first checkpoint. Run again without --resume."
+            )
+
 
 def _sha(a: Any) -> str:
     return hashlib.sha256(np.ascontiguousarray(np.asarray(a)).tobytes()).hexdigest()[:16]
@@ -86,26 +94,33 @@ def run_identity(problem, ts, bounds, settings, save_params, metric_names, extra
     """What must be equal for a checkpoint to continue this run."""
     return to_jsonable(
         {
+            "config": extra,
             "settings": {k: v for k, v in settings.items() if k != "progress"},
+            "save_params": bool(save_params),
+            "metrics": sorted(metric_names),
             "theta0": _sha(problem.theta0),
             "eta": _sha(problem.eta),
             "ts": _sha(ts),
             "segments": _sha(bounds),
-            "save_params": bool(save_params),
-            "metrics": sorted(metric_names),
-            "config": extra,
         }
     )
 
 
 def _first_difference(a: Any, b: Any, path: str = "") -> str | None:
     if isinstance(a, dict) and isinstance(b, dict):
-        for k in sorted(set(a) | set(b)):
+        for k in list(a) + [k for k in b if k not in a]:  # in order: most telling first
             d = _first_difference(a.get(k), b.get(k), f"{path}.{k}" if path else k)
             if d:
                 return d
         return None
-    return None if a == b else f"{path}: {b!r} in the checkpoint, {a!r} now"
+    if a == b:
+        return None
+    return f"{path}: {_short(b)} in the checkpoint, {_short(a)} now"
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _flat(tree: dict, prefix: str) -> dict[str, np.ndarray]:
@@ -144,11 +159,7 @@ def write_checkpoint(path: Path, identity: dict, state: dict[str, Any]) -> None:
 
 def read_checkpoint(path: Path, identity: dict) -> dict[str, Any]:
     """Load a checkpoint, refusing a corrupt file or one written for another run."""
-    if not path.is_file():
-        raise ValueError(
-            f"resume: no checkpoint at {str(path)!r}; the run finished or never reached its "
-            "first checkpoint. Run again without --resume."
-        )
+    Checkpoint(path, resume=True).check_resumable()
     try:
         arrays = read_npz(path)
         meta = json.loads(str(arrays["meta"]))

@@ -368,6 +368,21 @@ def solution_from_raw(
     )
 
 
+def _check_metrics(metrics: Any) -> None:
+    if metrics is None:
+        return
+    if not isinstance(metrics, Mapping):
+        raise ValueError(
+            f"metrics: expected a dict name -> fn(params), got {type(metrics).__name__}."
+        )
+    for name, fn in metrics.items():
+        if not isinstance(name, str) or not callable(fn):
+            raise ValueError(
+                f"metrics: entry {name!r} must map a str name to a callable fn(params) -> "
+                f"array, got {type(fn).__name__}."
+            )
+
+
 def _eta_setting(eta: Any) -> Any:
     if isinstance(eta, int | float | np.floating | np.integer):
         return float(eta)
@@ -432,6 +447,7 @@ def simulate(
     _check_positive("dt0", dt0, allow_none=True)
     _check_positive("loss_target", loss_target, allow_none=True)
     max_steps = _check_int("max_steps", max_steps, 1)
+    _check_metrics(metrics)
     ts = default_ts(t0, float(t1)) if ts is None else check_ts(ts, t0, float(t1))
     solver_obj = make_solver(solver)
     problem = flatten_problem(loss_fn, params, eta=eta, trainable=trainable)
@@ -463,6 +479,7 @@ def simulate(
     if checkpoint is not None:
         if not isinstance(checkpoint, Checkpoint):
             raise ValueError(f"checkpoint: expected a gflow.Checkpoint, got {checkpoint!r}.")
+        checkpoint.check_resumable()
         engine = functools.partial(integrate_checkpointed, checkpoint=checkpoint)
     else:
         engine = integrate
@@ -517,6 +534,7 @@ def gradient_descent(
     n_steps = _check_int("n_steps", n_steps, 1)
     save_every = _check_int("save_every", save_every, 1)
     _check_positive("loss_target", loss_target, allow_none=True)
+    _check_metrics(metrics)
     problem = flatten_problem(loss_fn, params, eta=eta, trainable=trainable)
     dt = float(dt)
     grid = np.arange(n_steps + 1, dtype=np.float64) * dt
