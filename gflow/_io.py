@@ -99,12 +99,10 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
     try:
         with np.load(p, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except ValueError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - zip/format errors: a corrupt or foreign file
+    except Exception as exc:  # noqa: BLE001 - zip/format/pickle errors: a bad file
         raise ValueError(
             f"{p}: not a readable .npz ({type(exc).__name__}: {exc}); the file is corrupt "
-            "or foreign."
+            "or foreign (gflow never unpickles)."
         ) from None
 
 

@@ -192,3 +192,30 @@ def test_loading_never_unpickles(tmp_path):
         read_npz(path)
     with pytest.raises(ValueError, match="object arrays"):
         write_npz(tmp_path / "x.npz", {"x": np.array([None], dtype=object)})
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    from gflow._io import _atomic_write, write_json
+
+    path = tmp_path / "result.json"
+    write_json(path, {"a": 1})
+
+    def crash(f):
+        f.write(b'{"a": 2, "trunc')
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        _atomic_write(path, crash)
+    assert json.loads(path.read_text()) == {"a": 1}  # old content intact
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]  # no temp file left
+
+
+def test_corrupt_result_files_get_a_clear_error(tmp_path):
+    from gflow._io import read_json
+
+    (tmp_path / "trajectory.npz").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="corrupt or foreign"):
+        read_npz(tmp_path / "trajectory.npz")
+    (tmp_path / "result.json").write_text('{"completed": tr')
+    with pytest.raises(ValueError, match="corrupt or foreign"):
+        read_json(tmp_path / "result.json")

@@ -281,7 +281,11 @@ def integrate_checkpointed(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=float(t1 - t0), initial=float(bounds[first] - t0), unit="t")
+        bar = tqdm(
+            total=float(t1 - t0),
+            initial=float(bounds[first] - t0),
+            bar_format="{l_bar}{bar}| t = {n:.4g} of {total:.4g} [{elapsed}<{remaining}]",
+        )
     start = last_ck = time.perf_counter()
     out: dict[str, Any] = {}
     stop = None
