@@ -21,7 +21,7 @@ import pytest
 import gflow
 from gflow._cli._main import main
 from gflow._config import load_config
-from gflow._flow._checkpoint import Checkpoint
+from gflow._flow._checkpoint import Checkpoint, write_checkpoint
 from gflow._io import read_npz, write_npz
 from gflow._run import run_config
 
@@ -170,15 +170,15 @@ def test_foreign_and_corrupt_checkpoints_are_refused(tmp_path):
 
 
 def test_cli_refuses_a_checkpoint_of_another_run(work, tmp_path, capsys):
-    loss = lambda p: 0.5 * jnp.sum(p**2)  # noqa: E731
     out = tmp_path / "o"
-    gflow.simulate(
-        loss, jnp.ones(2), 1.0, checkpoint=Checkpoint(out / "checkpoint.npz", 0, segments=3)
-    )
+    state = {"segment": 1, "y": np.zeros(2), "run_seconds": 0.0, "carry_leaves": []}
+    other = {"config": {"seed": 99}, "settings": {}}  # a checkpoint of another config
+    write_checkpoint(out / "checkpoint.npz", other, {**state, "saved": {}, "stats": {}})
     args = ["run", str(work / "run.toml"), "--out", str(out), "--resume", "--no-progress"]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "belongs to another run" in err and len(err) < 400
+    assert err.count("\n") == 0 and len(err) < 400
+    assert "belongs to another run (config.seed: 99 in the checkpoint, 3 now)" in err
     write_npz(out / "checkpoint.npz", {"meta": np.array(json.dumps({"format": "x"}))})
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
