@@ -159,6 +159,20 @@ API = {
         ["model", "TwoLayer"],
     ),
     "data not a dataset": (lambda: gflow.simulate_mse(MODEL, (1, 2), 1.0), ["data", "Dataset"]),
+    "StepTo with checkpoint": (
+        lambda: gflow._flow._checkpoint.integrate_checkpointed(
+            gflow.flatten_problem(SQ, X0),
+            0.0,
+            1.0,
+            np.array([0.0, 1.0]),
+            solver=diffrax.Euler(),
+            stepsize_controller=diffrax.StepTo(ts=jnp.array([0.0, 0.5, 1.0])),
+            dt0=None,
+            max_steps=10,
+            checkpoint=gflow.Checkpoint("ck.npz"),
+        ),
+        ["checkpoint", "StepTo", "ConstantStepSize"],
+    ),
     "controller and solver": (
         lambda: gflow.simulate(SQ, X0, 1.0, solver=diffrax.Euler(), dt0=None),
         ["dt0", "constant step"],

@@ -245,6 +245,11 @@ def integrate_checkpointed(
     """
     from ._simulate import solution_from_raw  # the shared decoder of raw outputs
 
+    if isinstance(stepsize_controller, diffrax.StepTo):
+        raise ValueError(
+            "checkpoint: a StepTo controller fixes every step time and cannot be cut into "
+            "segments; use ConstantStepSize (dt0) or an adaptive controller."
+        )
     settings = {**(settings or {}), "segments": checkpoint.segments}
     path = Path(checkpoint.path)
     bounds, ts_pad, counts = segment_grid(np.asarray(ts, np.float64), t0, t1, checkpoint.segments)
