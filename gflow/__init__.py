@@ -12,6 +12,10 @@ import jax as _jax
 if _os.environ.get("GFLOW_X64", "1") != "0":
     _jax.config.update("jax_enable_x64", True)
 
+from ._analysis._rate import RateFit as RateFit
+from ._analysis._rate import find_floor as find_floor
+from ._analysis._rate import fit_rate as fit_rate
+from ._analysis._rate import local_rate as local_rate
 from ._data._dataset import Dataset as Dataset
 from ._data._dataset import from_arrays as from_arrays
 from ._data._digits import load_digits as load_digits
