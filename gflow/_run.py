@@ -49,6 +49,7 @@ def rate_dict(fit: RateFit | None) -> dict[str, Any] | None:
         "r2": fit.r2,
         "n_points": fit.n_points,
         "floor_time": fit.floor_time,
+        "bias_bound": fit.bias_bound,
     }
 
 
@@ -165,7 +166,7 @@ def verdict(result: dict[str, Any]) -> str:
     if rf is None:
         lines.append("rate fit: not enough decaying points to fit")
     else:
-        half = 1.96 * rf["stderr"]
+        half = 0.5 * (rf["ci95"][1] - rf["ci95"][0])
         floor = (
             "" if rf["floor_time"] is None else f"; numerical floor from t = {rf['floor_time']:.4g}"
         )

@@ -97,18 +97,21 @@ class RunAnalysis:
         if not self.acfg["certificates"]:
             return
         ok = np.isfinite(sol.loss) & (sol.loss > 0)
-        if ok.sum() < 3 or not ok[: int(ok.sum())].all():
+        k = int(np.argmin(ok)) if not ok.all() else ok.size  # leading run of usable losses
+        if k < 3:
             res.verdict.append("certificates: skipped (fewer than 3 positive losses)")
             return
+        if fit is not None and int(ok.sum()) != k:
+            fit = None  # the fit skipped points inside the run: its indices differ
         rep = certify(
-            sol.ts,
-            sol.loss,
-            kt.lambda_min,
+            sol.ts[:k],
+            sol.loss[:k],
+            kt.lambda_min[:k],
             n,
             fit=fit,
-            lambda_max=kt.lambda_max,
-            rayleigh=kt.rayleigh,
-            schur=res.schur,
+            lambda_max=kt.lambda_max[:k],
+            rayleigh=kt.rayleigh[:k],
+            schur=None if res.schur is None else res.schur[:k],
             rel_tol=self.acfg["rel_tol"],
         )
         res.report = rep
