@@ -133,7 +133,11 @@ def _choose(model: Any, eta: Any, trainable: Any, method: str) -> tuple[bool, fl
     """(use the closed form?, its scalar eta) for method "auto" | "structured" | "jacobian"."""
     if method not in ("auto", "structured", "jacobian"):
         raise ValueError(f"method: must be 'auto', 'structured' or 'jacobian', got {method!r}.")
-    scalar_eta = eta is None or np.ndim(eta) == 0
+    scalar_eta = (
+        eta is None
+        or isinstance(eta, int | float | np.number)
+        or (isinstance(eta, jax.Array | np.ndarray) and eta.ndim == 0)
+    )
     fits = isinstance(model, STRUCTURED) and trainable is None and scalar_eta
     if method == "structured" and not fits:
         raise ValueError(
