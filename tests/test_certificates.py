@@ -98,11 +98,31 @@ def test_quadrature_ambiguity_is_inconclusive():
     n = 2
     lam = np.where(np.arange(ts.size) % 2 == 0, 1.0, 3.0)
     loss = np.exp(-2.0 * ts)
-    rep = gflow.certify(ts, loss, lam, n)
+    rep = gflow.certify(ts, loss, lam, n, quadrature="bracket")
     assert rep.check("gronwall").status == "inconclusive"
     assert not rep.passed
     np.testing.assert_allclose(rep.envelope, np.exp(-3.0 * ts))
     np.testing.assert_allclose(rep.envelope_loose, np.exp(-1.0 * ts))
+    # trapezoid +- 2 h^3 |lambda''| / 12 with |lambda''| = 4 / h^2 per interval: the rate
+    # is known within 2 +- 2/3, narrower than the bracket but still inconclusive.
+    rep = gflow.certify(ts, loss, lam, n)
+    assert rep.check("gronwall").status == "inconclusive"
+    np.testing.assert_allclose(rep.envelope[1:], np.exp(-(2 + 2 / 3) * ts[1:]), rtol=1e-10)
+
+
+def test_trapezoid_is_exact_for_linear_lambda():
+    """lambda_min linear in t: the second differences vanish, the trapezoid is exact, and a
+    loss on the exact envelope L(0) exp(-(2/n) int lambda) passes with slack ~ 0."""
+    ts = np.linspace(0.0, 4.0, 41)
+    n = 2
+    lam = 1.0 + 0.5 * ts
+    loss = np.exp(-(ts + 0.25 * ts**2))
+    rep = gflow.certify(ts, loss, lam, n)
+    assert rep.passed, str(rep)
+    np.testing.assert_allclose(rep.envelope, loss, rtol=1e-12)
+    assert rep.check("gronwall").slack == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="quadrature: must be"):
+        gflow.certify(ts, loss, lam, n, quadrature="simpson")
 
 
 def test_floor_points_are_excluded():

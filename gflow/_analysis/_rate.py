@@ -85,9 +85,19 @@ def _ols(t: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
 
 
 def local_rate(ts: np.ndarray, loss: np.ndarray) -> np.ndarray:
-    """-(d/dt) log L(t) by second-order finite differences on the (non-uniform) grid."""
-    ts = np.asarray(ts, dtype=np.float64)
-    return -np.gradient(np.log(np.asarray(loss, dtype=np.float64)), ts)
+    """-(d/dt) log L(t) by second-order finite differences on the (non-uniform) grid
+    (first order at the two ends). Save times closer than 1e-9 of the time span (e.g. a
+    linear and a log grid that both hold t = 6 up to round-off) count as one point and
+    share its value, instead of producing a 0 / tiny difference."""
+    t = np.asarray(ts, dtype=np.float64)
+    logl = np.log(np.asarray(loss, dtype=np.float64))
+    if t.size < 2:
+        return np.zeros_like(t)
+    new = np.r_[True, np.diff(t) > 1e-9 * max(t[-1] - t[0], np.finfo(float).tiny)]
+    group = np.cumsum(new) - 1
+    if new.sum() < 2:
+        return np.zeros_like(t)
+    return -np.gradient(logl[new], t[new])[group]
 
 
 def find_floor(ts: np.ndarray, loss: np.ndarray, *, decades: float = 3.0) -> int | None:
