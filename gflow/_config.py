@@ -4,6 +4,7 @@
     [data]   kind = "synthetic" | "digits", n, d, n_test, inputs, target, ...
     [model]  kind = "two-layer" | "multilayer" | "linear", width, features, depth, ...
     [flow]   t1, solver, rtol, atol, max_steps, n_save, loss_target, eta
+    [analysis] kernel, certificates, feature_learning, kernel_chunk, rel_tol
     [output] progress, save_params
 
 Every field has a type, a default and a range; an unknown key, a wrong type or a value
@@ -111,6 +112,13 @@ SCHEMA: dict[str, dict[str, Field]] = {
             help="time scale (default: the model's natural eta)",
         ),
     },
+    "analysis": {
+        "kernel": Field(True, _BOOL, help="record the tangent kernel spectrum at save times"),
+        "certificates": Field(True, _BOOL, help="check the bounds (needs kernel)"),
+        "feature_learning": Field(True, _BOOL, help="layer movement, linearized flow"),
+        "kernel_chunk": Field(None, _INT, minimum=1, optional=True, help="vjp batch size"),
+        "rel_tol": Field(1e-5, _NUM, minimum=0.0, help="relative error allowed in L"),
+    },
     "output": {
         "progress": Field(True, _BOOL, help="progress bar"),
         "save_params": Field(False, _BOOL, help="store parameters at every save time"),
@@ -205,6 +213,11 @@ def _cross_checks(cfg: dict[str, Any]) -> None:
         )
     if model["kind"] == "two-layer" and not (model["train_first"] or model["train_second"]):
         raise ConfigError("model.train_first: both layers frozen; train at least one.")
+    if cfg["analysis"]["certificates"] and not cfg["analysis"]["kernel"]:
+        raise ConfigError(
+            "analysis.certificates: the certificates need the tangent kernel; set "
+            "analysis.kernel = true or analysis.certificates = false."
+        )
 
 
 def load_config(path: str | Path | None) -> dict[str, Any]:

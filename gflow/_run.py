@@ -3,7 +3,8 @@
 Files written in the output folder:
     result.json      config, versions, solver settings and stats, wall times, final metrics
     trajectory.npz   save times, loss, gradient norm, metrics, final state (no pickle)
-    loss.png         loss vs time (log scale) with the fitted exponential
+    loss.png         loss vs time (log scale) with the fitted exponential and the envelope
+    kernel.png       lambda_min / lambda_max of the tangent kernel H(t) and the Schur bound
     config.toml      the complete config that was run (defaults filled in)
 """
 
@@ -15,12 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from ._analysis._pipeline import RunAnalysis
 from ._analysis._rate import RateFit, fit_rate
 from ._config import build_data, build_model, dumps_toml
 from ._flow._solution import Solution
 from ._flow._times import default_ts
 from ._io import SCHEMA_VERSION, versions, write_json, write_npz
-from ._plots import plot_loss
+from ._plots import plot_kernel, plot_loss
 from ._problem import simulate_mse
 
 
@@ -47,6 +49,7 @@ def rate_dict(fit: RateFit | None) -> dict[str, Any] | None:
         "r2": fit.r2,
         "n_points": fit.n_points,
         "floor_time": fit.floor_time,
+        "bias_bound": fit.bias_bound,
     }
 
 
@@ -64,10 +67,12 @@ def run_config(cfg: dict[str, Any], out: str | Path, *, progress: bool | None = 
     kwargs: dict[str, Any] = {}
     if fc["eta"] is not None:
         kwargs["eta"] = fc["eta"]
+    analysis = RunAnalysis(cfg["analysis"], model, data, eta=fc["eta"])
     sol = simulate_mse(
         model,
         data,
         fc["t1"],
+        metrics=analysis.metrics,
         ts=ts,
         solver=fc["solver"],
         rtol=fc["rtol"],
@@ -80,6 +85,7 @@ def run_config(cfg: dict[str, Any], out: str | Path, *, progress: bool | None = 
         **kwargs,
     )
     fit = try_fit_rate(sol)
+    ana = analysis.finish(sol, fit)
     arrays: dict[str, np.ndarray] = {
         "ts": sol.ts,
         "loss": sol.loss,
@@ -92,14 +98,19 @@ def run_config(cfg: dict[str, Any], out: str | Path, *, progress: bool | None = 
     if sol.params is not None:
         arrays["params_W"] = np.asarray(sol.params.W) if hasattr(sol.params, "W") else None
         arrays = {k: v for k, v in arrays.items() if v is not None}
+    arrays.update(ana.arrays)
     write_npz(out / "trajectory.npz", arrays)
+    title = f"{cfg['model']['kind']} ({cfg['model']['scaling']}), n={data.n}, d={data.d}"
+    if ana.kernel is not None:
+        plot_kernel(out / "kernel.png", sol.ts, ana.kernel, schur=ana.schur, title=title)
     plot_loss(
         out / "loss.png",
         sol.ts,
         sol.loss,
         fit=fit,
         test_loss=sol.metrics.get("test_loss"),
-        title=f"{cfg['model']['kind']} ({cfg['model']['scaling']}), n={data.n}, d={data.d}",
+        envelope=None if ana.report is None else ana.report.envelope,
+        title=title,
     )
     (out / "config.toml").write_text(dumps_toml(cfg))
     final = {
@@ -126,6 +137,7 @@ def run_config(cfg: dict[str, Any], out: str | Path, *, progress: bool | None = 
         "stats": sol.stats,
         "final": final,
         "rate_fit": rate_dict(fit),
+        "analysis": {**ana.summary, "verdict": ana.verdict},
         "wall_seconds": time.perf_counter() - wall0,
         "versions": versions(),
     }
@@ -154,7 +166,7 @@ def verdict(result: dict[str, Any]) -> str:
     if rf is None:
         lines.append("rate fit: not enough decaying points to fit")
     else:
-        half = 1.96 * rf["stderr"]
+        half = 0.5 * (rf["ci95"][1] - rf["ci95"][0])
         floor = (
             "" if rf["floor_time"] is None else f"; numerical floor from t = {rf['floor_time']:.4g}"
         )
@@ -162,4 +174,5 @@ def verdict(result: dict[str, Any]) -> str:
             f"linear rate {rf['rate']:.4g} +- {half:.2g} over t in "
             f"[{rf['window'][0]:.4g}, {rf['window'][1]:.4g}] (R^2 = {rf['r2']:.5f}){floor}"
         )
+    lines += result.get("analysis", {}).get("verdict", [])
     return "\n".join(lines)
