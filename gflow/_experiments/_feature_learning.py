@@ -18,16 +18,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._analysis._features import kernel_change, relative_movement
 from .._data._synthetic import make_synthetic
 from .._models._multilayer import MultiLayer
 from ._ensemble import run_ensemble
-from ._measures import (
-    kernel_change,
-    linearized_distance,
-    loglog_slope,
-    relative_movement,
-    tangent_kernel,
-)
+from ._measures import lazy_gap, loglog_slope, tangent_kernel
 
 MEASURES = ("movement", "kernel", "lazy_gap")
 
@@ -74,10 +69,10 @@ def run_point(spec: dict[str, Any], point: dict[str, Any]):
         m0, m1 = _member(models0, b), member.final["model"]
         x = jnp.asarray(datasets[b].x_train)
         h0, h1 = tangent_kernel(m0, x), tangent_kernel(m1, x)
-        values["movement"].append(relative_movement(m0.W, m1.W))
+        values["movement"].append(relative_movement(m0, m1, ["W"])["W"])
         values["kernel"].append(kernel_change(h0, h1))
         values["lazy_gap"].append(
-            linearized_distance(member.ts, member.metrics["pred"], datasets[b].y_train, h0)
+            lazy_gap(m0, x, datasets[b].y_train, member.ts, member.metrics["pred"])
         )
     summary = {
         "scaling": scaling,
