@@ -25,9 +25,13 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--quick", action="store_true", help="reduced size (a few minutes per experiment)"
     )
-    p.add_argument("--seeds", type=int, default=None, help="seeds per ensemble (default: config's)")
     p.add_argument(
-        "--out", default=None, help="output folder (default runs/reproduce/full or .../quick)"
+        "--seeds", type=int, default=None, help="seeds per ensemble (None: the config's)"
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output folder; results go to OUT/NAME (None: runs/reproduce/full or .../quick)",
     )
     p.set_defaults(func=run)
 

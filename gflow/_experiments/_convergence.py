@@ -37,6 +37,7 @@ def _builder(name: str, s: dict[str, Any], d: int):
         depth=s["depth"],
         activation=s["activation"],
         feature_activation=s["feature_activation"],
+        train_output=s["train_output"],
         scaling=s["scaling"],
         key=key,
     )

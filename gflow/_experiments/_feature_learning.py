@@ -48,6 +48,7 @@ def run_point(spec: dict[str, Any], point: dict[str, Any]):
             depth=s["depth"],
             activation=s["activation"],
             feature_activation=s["feature_activation"],
+            train_output=False,  # only W moves: the partially trained model
             scaling=scaling,
             key=key,
         )

@@ -57,6 +57,7 @@ def run_point(spec: dict[str, Any], point: dict[str, Any]):
             depth=s["depth"],
             activation=s["activation"],
             feature_activation=s["feature_activation"],
+            train_output=s["train_output"],
             scaling=scaling,
             key=key,
         )
