@@ -20,16 +20,16 @@ if _os.environ.get("GFLOW_DISTRIBUTED", "0") == "1":
 
     _init_distributed()
 
-from ._analysis._rate import RateFit as RateFit
-from ._analysis._rate import find_floor as find_floor
-from ._analysis._rate import fit_rate as fit_rate
-from ._analysis._rate import local_rate as local_rate
 from ._data._dataset import Dataset as Dataset
 from ._data._dataset import from_arrays as from_arrays
 from ._data._digits import load_digits as load_digits
 from ._data._synthetic import make_synthetic as make_synthetic
 from ._ensemble_mse import ensemble_models as ensemble_models
 from ._ensemble_mse import simulate_mse_ensemble as simulate_mse_ensemble
+from ._experiments._reproduce import reproduce as reproduce
+from ._experiments._reproduce import reproduce_all as reproduce_all
+from ._experiments._spec import EXPERIMENTS as EXPERIMENTS
+from ._experiments._spec import load_spec as load_spec
 from ._flow._ensemble import EnsembleSolution as EnsembleSolution
 from ._flow._ensemble import simulate_ensemble as simulate_ensemble
 from ._flow._ensemble import stack_params as stack_params

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .._io import _atomic_write, versions, write_json
-from . import _convergence, _feature_learning, _figures, _generalization, _report
+from . import _convergence, _feature_learning, _generalization, _report
 from ._spec import EXPERIMENTS, load_spec
 from ._sweep import run_sweep
 
@@ -105,6 +105,8 @@ def reproduce(
     Returns:
         The summary dict also written to OUT/NAME/summary.json.
     """
+    from . import _figures  # matplotlib, only when drawing
+
     spec = load_spec(name, size, seeds)
     root = Path(out if out is not None else Path("runs") / "reproduce" / size) / name
     start = time.perf_counter()
