@@ -13,15 +13,20 @@ the save times, the loss and lambda_min(H(t)) recorded along a run, `certify` ch
 
 Quadrature. lambda_min is known only at the save times. On each interval the integral lies
 between h min(lambda_j, lambda_j+1) and h max(lambda_j, lambda_j+1) (exactly when
-lambda_min is monotone between consecutive save times, else up to O(h^2 |lambda''|)). A check
-*passes* only with the upper sum (the smaller, stricter envelope, so quadrature cannot make
-it pass falsely), *fails* only if violated even with the lower sum (so quadrature cannot
-make it fail falsely), and is *inconclusive* in between.
+lambda_min is monotone between consecutive save times): quadrature="bracket". The default
+"trapezoid" narrows that bracket to trapezoid +- 2 h^3 max|lambda''| / 12 (the trapezoid
+error bound, lambda'' estimated by second divided differences: a stated, not a proven,
+error). A check *passes* only with the upper estimate (the smaller, stricter envelope, so
+quadrature cannot make it pass falsely), *fails* only if violated even with the lower
+estimate (so quadrature cannot make it fail falsely), and is *inconclusive* in between.
 
 Tolerances. `rel_tol` is the relative error allowed in the recorded L (solver error,
-default 1e-5 for rtol = 1e-8 over long runs); finite differences of log L carry an
-estimated truncation error |central - one-sided|; eigenvalues carry 100 n eps lambda_max.
-Points at or after the numerical floor (`fit_rate`'s floor_time) are excluded and counted.
+default 1e-5 for rtol = 1e-8 over long runs). Near a numerical floor of level L_f (an error
+e in the residuals with |e|^2 / 2n = L_f) log L is off by up to 2 sqrt(L_f / L), which is
+added to the tolerance of each point; points at or after the floor (`fit_rate`'s
+floor_time) or with L < floor_margin L_f are excluded and counted. Finite differences of
+log L carry an estimated truncation error |central - one-sided|; eigenvalues carry
+100 n eps lambda_max.
 """
 
 from __future__ import annotations
@@ -102,11 +107,26 @@ class CertificateReport:
         return "\n".join(f"{c.name}: {c.status}: {c.detail}" for c in self.checks)
 
 
-def _cumulative(ts: np.ndarray, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Lower and upper sums of int_0^t lambda along the save times."""
+def _cumulative(
+    ts: np.ndarray, lam: np.ndarray, quadrature: str = "trapezoid"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper estimates of int_0^t lambda along the save times.
+
+    "bracket": per interval [h min(l_j, l_j+1), h max(l_j, l_j+1)] (exact bounds when
+    lambda is monotone between save times). "trapezoid": that bracket intersected with
+    trapezoid +- h^3 / 12 max|lambda''| (lambda'' from the second divided differences of
+    the neighbouring intervals, times 2 for safety): much tighter when lambda is smooth.
+    """
     h = np.diff(ts)
     lo = np.minimum(lam[:-1], lam[1:]) * h
     hi = np.maximum(lam[:-1], lam[1:]) * h
+    if quadrature == "trapezoid" and ts.size >= 3:
+        slope = np.diff(lam) / h
+        d2 = np.abs(np.diff(slope)) / (0.5 * (h[:-1] + h[1:]))  # at interior points
+        d2_int = np.maximum(np.r_[d2[0], d2], np.r_[d2, d2[-1]])  # per interval
+        trap = 0.5 * (lam[:-1] + lam[1:]) * h
+        err = 2.0 * h**3 / 12.0 * d2_int
+        lo, hi = np.maximum(lo, trap - err), np.minimum(hi, trap + err)
     return np.concatenate([[0.0], np.cumsum(lo)]), np.concatenate([[0.0], np.cumsum(hi)])
 
 
@@ -116,14 +136,20 @@ def _status(ok_strict: np.ndarray, bad_loose: np.ndarray) -> str:
     return "pass" if np.all(ok_strict) else "inconclusive"
 
 
-def _local_rate_check(ts, loss, lower, use, rayleigh_rate, rel_tol) -> Check:
+def _local_rate_check(ts, loss, lower, use, rayleigh_rate, log_tol) -> Check:
     lr = local_rate(ts, loss)
-    logl = np.log(loss)
-    fwd = np.empty_like(lr)
-    fwd[:-1] = -np.diff(logl) / np.diff(ts)
-    fwd[-1] = lr[-1]
-    h = np.gradient(ts)
-    tol = np.abs(lr - fwd) + 2 * rel_tol / h
+    # truncation error estimate |central - one-sided| on the grid without near-duplicate
+    # times (see `local_rate`), shared by the duplicates
+    new = np.r_[True, np.diff(ts) > 1e-9 * (ts[-1] - ts[0])]
+    group = np.cumsum(new) - 1
+    tu, lu, ru = ts[new], np.log(loss[new]), lr[new]
+    fwd = np.empty_like(ru)
+    fwd[:-1] = -np.diff(lu) / np.diff(tu)
+    if ru.size >= 2:
+        fwd[-1] = ru[-2]  # the end points are one-sided (first order): compare with the
+        fwd[0] = ru[1]  # neighbour's central value, an O(h) change like their error
+    h = np.gradient(tu) if tu.size >= 2 else np.ones_like(tu)
+    tol = (np.abs(ru - fwd) + 2 * log_tol[new] / h)[group]
     idx = np.nonzero(use)[0]
     margin = lr[idx] - lower[idx]
     bad = margin < -tol[idx]
@@ -150,14 +176,15 @@ def _local_rate_check(ts, loss, lower, use, rayleigh_rate, rel_tol) -> Check:
     )
 
 
-def _gronwall_check(ts, loss, i_lo, i_hi, n, use, rel_tol):
+def _gronwall_check(ts, loss, i_lo, i_hi, n, use, log_tol):
     logl = np.log(loss)
     log_env = logl[0] - (2.0 / n) * i_hi
     log_env_loose = logl[0] - (2.0 / n) * i_lo
     idx = np.nonzero(use)[0]
     idx = idx[idx > 0]  # at t = 0 the envelope equals L(0) by construction
     margin = log_env[idx] - logl[idx]
-    status = _status(margin >= -rel_tol, logl[idx] - log_env_loose[idx] > rel_tol)
+    tol = log_tol[idx] + log_tol[0]
+    status = _status(margin >= -tol, logl[idx] - log_env_loose[idx] > tol)
     k = int(np.argmin(margin))
     return Check(
         name="gronwall",
@@ -166,7 +193,7 @@ def _gronwall_check(ts, loss, i_lo, i_hi, n, use, rel_tol):
         rel_slack=float(np.expm1(margin[k])),
         worst_time=float(ts[idx[k]]),
         n_checked=int(idx.size),
-        n_violations=int(np.sum(logl[idx] - log_env_loose[idx] > rel_tol)),
+        n_violations=int(np.sum(logl[idx] - log_env_loose[idx] > tol)),
         n_excluded=int(np.sum(~use)),
         units="log L",
         detail=(
@@ -210,13 +237,13 @@ def _schur_checks(ts, lam_min, lam_max, schur, n) -> list[Check]:
     return out
 
 
-def _fitted_rate_check(ts, loss, fit: RateFit, i_lo, i_hi, n, rel_tol):
+def _fitted_rate_check(ts, loss, fit: RateFit, i_lo, i_hi, n, log_tol):
     i0, i1 = fit.i_start, fit.i_end - 1
     span = ts[i1] - ts[i0]
     b_lo = (2.0 / n) * (i_lo[i1] - i_lo[i0]) / span
     b_hi = (2.0 / n) * (i_hi[i1] - i_hi[i0]) / span
     secant = (np.log(loss[i0]) - np.log(loss[i1])) / span
-    tol = 2 * rel_tol / span
+    tol = (log_tol[i0] + log_tol[i1]) / span
     fail = secant < b_lo - tol or fit.ci[1] < b_lo - tol
     status = "fail" if fail else ("pass" if secant >= b_hi - tol else "inconclusive")
     return Check(
@@ -248,7 +275,10 @@ def certify(
     rayleigh: Any = None,
     schur: Any = None,
     floor_time: float | None = None,
+    floor_level: float | None = None,
+    floor_margin: float = 1e6,
     rel_tol: float = 1e-5,
+    quadrature: str = "trapezoid",
 ) -> CertificateReport:
     """Check a trajectory against the linear-rate bounds (see the module docstring).
 
@@ -262,7 +292,11 @@ def certify(
         rayleigh: (k,) r^T H r / r^T r, for the consistency of the local rate.
         schur: (k, >=2) [lambda_min(H_W), lambda_min(Gram) min_k G_kk] (`schur_metrics`).
         floor_time: exclude save times at or after it from checks 1 and 2.
+        floor_level: L_f, the loss level of the floor; points with L < floor_margin L_f
+            are excluded and the others get 2 sqrt(L_f / L) more tolerance in log L.
+            floor_time and floor_level default to the fit's.
         rel_tol: relative error allowed in L.
+        quadrature: "trapezoid" (default) or "bracket", see the module docstring.
 
     Returns:
         A `CertificateReport`.
@@ -285,23 +319,30 @@ def certify(
         raise ValueError(f"n: must be a positive integer (training points), got {n!r}.")
     if not (np.isfinite(rel_tol) and rel_tol >= 0):
         raise ValueError(f"rel_tol: must be a finite number >= 0, got {rel_tol!r}.")
-    if floor_time is None and fit is not None:
-        floor_time = fit.floor_time
+    if fit is not None:
+        floor_time = fit.floor_time if floor_time is None else floor_time
+        floor_level = fit.floor_level if floor_level is None else floor_level
     use = np.ones(t.size, bool) if floor_time is None else t < floor_time
+    log_tol = np.full(t.size, float(rel_tol))
+    if floor_level is not None:
+        use &= loss_arr >= floor_margin * floor_level
+        log_tol += 2.0 * np.sqrt(floor_level / loss_arr)
     if use.sum() < 3:
         use[:3] = True  # a floor from the start: check the first points anyway
     lower = (2.0 / n) * lam
-    i_lo, i_hi = _cumulative(t, lam)
+    if quadrature not in ("trapezoid", "bracket"):
+        raise ValueError(f"quadrature: must be 'trapezoid' or 'bracket', got {quadrature!r}.")
+    i_lo, i_hi = _cumulative(t, lam, quadrature)
     rr = None if rayleigh is None else (2.0 / n) * np.asarray(rayleigh, dtype=np.float64)
-    checks = [_local_rate_check(t, loss_arr, lower, use, rr, rel_tol)]
-    gron, (env, env_loose) = _gronwall_check(t, loss_arr, i_lo, i_hi, n, use, rel_tol)
+    checks = [_local_rate_check(t, loss_arr, lower, use, rr, log_tol)]
+    gron, (env, env_loose) = _gronwall_check(t, loss_arr, i_lo, i_hi, n, use, log_tol)
     checks.append(gron)
     if schur is not None:
         lam_max = lam if lambda_max is None else np.asarray(lambda_max, dtype=np.float64)
         checks += _schur_checks(t, lam, lam_max, np.asarray(schur, dtype=np.float64), n)
     mean_bound = None
     if fit is not None:
-        chk, mean_bound = _fitted_rate_check(t, loss_arr, fit, i_lo, i_hi, n, rel_tol)
+        chk, mean_bound = _fitted_rate_check(t, loss_arr, fit, i_lo, i_hi, n, log_tol)
         checks.append(chk)
     return CertificateReport(
         checks=tuple(checks),

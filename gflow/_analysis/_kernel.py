@@ -133,7 +133,11 @@ def _choose(model: Any, eta: Any, trainable: Any, method: str) -> tuple[bool, fl
     """(use the closed form?, its scalar eta) for method "auto" | "structured" | "jacobian"."""
     if method not in ("auto", "structured", "jacobian"):
         raise ValueError(f"method: must be 'auto', 'structured' or 'jacobian', got {method!r}.")
-    scalar_eta = eta is None or np.ndim(eta) == 0
+    scalar_eta = (
+        eta is None
+        or isinstance(eta, int | float | np.number)
+        or (isinstance(eta, jax.Array | np.ndarray) and eta.ndim == 0)
+    )
     fits = isinstance(model, STRUCTURED) and trainable is None and scalar_eta
     if method == "structured" and not fits:
         raise ValueError(
@@ -183,6 +187,9 @@ def tangent_kernel(
             (`structured_kernel`'s closed form) or "auto" (structured when it applies:
             gflow models with their own trainable layers and eta None or a scalar).
 
+    The jacobian path takes per-example gradients, so the model must act on each input
+    row independently (true of gflow's models); for other maps use `jacobian_gram`.
+
     Returns:
         (n, n2) array, H[k, l] = sum_p eta_p (d f(x_k)/d theta_p) (d f(x2_l)/d theta_p).
     """
@@ -191,11 +198,22 @@ def tangent_kernel(
     xb = None if x2 is None else _check_x("x2", x2)
     structured, eta_s = _choose(model, eta, trainable, method)
     if structured:
-        return jax.jit(lambda p, xa, xb: structured_kernel(p, xa, xb, eta=eta_s))(model, x, xb)
+        return _structured_jit(model, x, xb, eta_s)
     spec, eta_vec = _setup(model, eta, trainable)
+    return _jacobian_jit(model, spec, eta_vec, x, xb, chunk_size)
+
+
+@eqx.filter_jit
+def _structured_jit(model, x, xb, eta):
+    return structured_kernel(model, x, xb, eta=eta)
+
+
+@eqx.filter_jit
+def _jacobian_jit(model, spec, eta_vec, x, xb, chunk_size):
+    """Compiled once per model structure, shapes and chunk size (bools, None and ints are
+    static under filter_jit)."""
     theta, batch, single = _flat_apply(model, spec)
-    gram = jax.jit(lambda th, e, xa, xb: _example_gram(single, batch, th, e, xa, xb, chunk_size))
-    return gram(theta, eta_vec, x, xb)
+    return _example_gram(single, batch, theta, eta_vec, x, xb, chunk_size)
 
 
 def kernel_alignment(h: jax.Array, y: jax.Array) -> jax.Array:

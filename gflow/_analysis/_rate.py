@@ -23,9 +23,12 @@ class RateFit:
         n_points: points in the window.
         floor_time: time where the numerical floor begins (None when no floor).
         local_rate: -(d/dt) log L at every input time (finite differences, 2nd order).
-        bias_bound: bound on the slope bias an additive floor of the detected level can
-            cause over the window, sum_j |t_j - t_mean| (level / L_j) / sum_j (t_j - t_mean)^2;
-            it is added to the half-width of `ci` (0 when there is no floor).
+        bias_bound: bound on the slope bias the floor can cause over the window. A floor
+            comes from an error e in the residuals (|e|^2 / 2n = the floor level L_f), which
+            shifts log L by at most 2 sqrt(L_f / L); hence the bound
+            sum_j |t_j - t_mean| 2 sqrt(L_f / L_j) / sum_j (t_j - t_mean)^2, added to the
+            half-width of `ci` (0 when there is no floor).
+        floor_level: L_f, the median loss from the floor on (None when no floor).
     """
 
     rate: float
@@ -40,6 +43,7 @@ class RateFit:
     floor_time: float | None
     local_rate: np.ndarray
     bias_bound: float = 0.0
+    floor_level: float | None = None
 
     def __str__(self) -> str:
         return (
@@ -81,9 +85,19 @@ def _ols(t: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
 
 
 def local_rate(ts: np.ndarray, loss: np.ndarray) -> np.ndarray:
-    """-(d/dt) log L(t) by second-order finite differences on the (non-uniform) grid."""
-    ts = np.asarray(ts, dtype=np.float64)
-    return -np.gradient(np.log(np.asarray(loss, dtype=np.float64)), ts)
+    """-(d/dt) log L(t) by second-order finite differences on the (non-uniform) grid
+    (first order at the two ends). Save times closer than 1e-9 of the time span (e.g. a
+    linear and a log grid that both hold t = 6 up to round-off) count as one point and
+    share its value, instead of producing a 0 / tiny difference."""
+    t = np.asarray(ts, dtype=np.float64)
+    logl = np.log(np.asarray(loss, dtype=np.float64))
+    if t.size < 2:
+        return np.zeros_like(t)
+    new = np.r_[True, np.diff(t) > 1e-9 * max(t[-1] - t[0], np.finfo(float).tiny)]
+    group = np.cumsum(new) - 1
+    if new.sum() < 2:
+        return np.zeros_like(t)
+    return -np.gradient(logl[new], t[new])[group]
 
 
 def find_floor(ts: np.ndarray, loss: np.ndarray, *, decades: float = 3.0) -> int | None:
@@ -147,7 +161,7 @@ def fit_rate(
     window: tuple[float, float] | None = None,
     min_points: int = 5,
     curvature_tol: float = 1e-3,
-    floor_margin: float = 1e3,
+    floor_margin: float = 1e6,
 ) -> RateFit:
     """Fit L(t) ~ C exp(-rate t) by least squares on log L.
 
@@ -156,8 +170,8 @@ def fit_rate(
         window: (t_start, t_end) to fit over; default: found automatically:
             1. the numerical floor is detected (`find_floor`); the window ends at the last
                time before it where L is at least `floor_margin` times the floor level
-               (the median loss after the floor), so the floor biases log L by less than
-               1 / floor_margin;
+               L_f (the median loss after the floor), so the floor biases log L by less than
+               2 / sqrt(floor_margin) there (0.2% for the default 1e6), and less before;
             2. the window grows backwards from its end while the earlier points stay on
                the line of the later ones within `curvature_tol` in log L plus 4 noise
                standard deviations (`_auto_window`): this drops the initial transient or
@@ -196,6 +210,7 @@ def fit_rate(
     lr = local_rate(t, l_arr)
     floor = find_floor(t, l_arr)
     floor_time = None if floor is None else float(t[floor])
+    level = None if floor is None else float(np.median(l_arr[floor:]))
     if window is not None:
         t_lo, t_hi = float(window[0]), float(window[1])
         if not t_hi > t_lo:
@@ -210,7 +225,6 @@ def fit_rate(
     else:
         i1 = t.size
         if floor is not None:
-            level = float(np.median(l_arr[floor:]))
             above = np.nonzero(l_arr[:floor] >= floor_margin * level)[0]
             i1 = int(above[-1]) + 1 if above.size else floor + 1
             i1 = max(i1, min_points)
@@ -218,12 +232,10 @@ def fit_rate(
     b, a, se, r2 = _ols(t[i0:i1], y[i0:i1])
     rate = -b
     bias = 0.0
-    if floor is not None:
-        level = float(np.median(l_arr[floor:]))
+    if level is not None:
         tw = t[i0:i1]
-        bias = float(
-            np.sum(np.abs(tw - tw.mean()) * level / l_arr[i0:i1]) / np.sum((tw - tw.mean()) ** 2)
-        )
+        shift = 2.0 * np.sqrt(level / l_arr[i0:i1])
+        bias = float(np.sum(np.abs(tw - tw.mean()) * shift) / np.sum((tw - tw.mean()) ** 2))
     half = _t_quantile_975(i1 - i0 - 2) * se + bias
     return RateFit(
         rate=rate,
@@ -238,4 +250,5 @@ def fit_rate(
         floor_time=floor_time,
         local_rate=lr,
         bias_bound=bias,
+        floor_level=level,
     )
