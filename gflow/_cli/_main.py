@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import _run_cmd
+from . import _run_cmd, _sweep_cmd
 
-SUBCOMMANDS = [_run_cmd]
+SUBCOMMANDS = [_run_cmd, _sweep_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:
