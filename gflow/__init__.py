@@ -20,6 +20,10 @@ if _os.environ.get("GFLOW_DISTRIBUTED", "0") == "1":
 
     _init_distributed()
 
+from ._analysis._rate import RateFit as RateFit
+from ._analysis._rate import find_floor as find_floor
+from ._analysis._rate import fit_rate as fit_rate
+from ._analysis._rate import local_rate as local_rate
 from ._data._dataset import Dataset as Dataset
 from ._data._dataset import from_arrays as from_arrays
 from ._data._digits import load_digits as load_digits

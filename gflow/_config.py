@@ -66,24 +66,33 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "seed": Field(None, _INT, optional=True, help="data seed (default: top-level seed)"),
     },
     "model": {
-        "kind": Field("two-layer", _STR, ("two-layer", "multilayer", "linear")),
+        "kind": Field("two-layer", _STR, ("two-layer", "multilayer", "linear"), help="model"),
         "width": Field(1024, _INT, minimum=1, help="m, trained-layer width"),
         "features": Field(256, _INT, minimum=1, help="D, random-feature width (multilayer)"),
         "depth": Field(3, _INT, minimum=3, help="layers (multilayer)"),
-        "activation": Field("tanh", _STR, tuple(sorted(ACTIVATIONS))),
-        "feature_activation": Field("relu", _STR, tuple(sorted(ACTIVATIONS))),
-        "scaling": Field("mf", _STR, ("mf", "mf-sqrt", "ntk")),
+        "activation": Field("tanh", _STR, tuple(sorted(ACTIVATIONS)), help="s, trained layer"),
+        "feature_activation": Field(
+            "relu", _STR, tuple(sorted(ACTIVATIONS)), help="phi, random features"
+        ),
+        "scaling": Field("mf", _STR, ("mf", "mf-sqrt", "ntk"), help="see docs/time.md"),
         "train_first": Field(True, _BOOL, help="two-layer: train W"),
         "train_second": Field(True, _BOOL, help="two-layer: train c"),
         "train_output": Field(False, _BOOL, help="multilayer: train c"),
     },
     "flow": {
         "t1": Field(400.0, _NUM, minimum=0.0, exclusive_minimum=True, help="final time"),
-        "solver": Field("tsit5", _STR, tuple(sorted(SOLVERS))),
-        "rtol": Field(1e-8, _NUM, minimum=0.0, exclusive_minimum=True),
-        "atol": Field(1e-10, _NUM, minimum=0.0, exclusive_minimum=True),
-        "dt0": Field(None, _NUM, minimum=0.0, exclusive_minimum=True, optional=True),
-        "max_steps": Field(200_000, _INT, minimum=1),
+        "solver": Field("tsit5", _STR, tuple(sorted(SOLVERS)), help="diffrax solver"),
+        "rtol": Field(1e-8, _NUM, minimum=0.0, exclusive_minimum=True, help="relative tolerance"),
+        "atol": Field(1e-10, _NUM, minimum=0.0, exclusive_minimum=True, help="absolute tolerance"),
+        "dt0": Field(
+            None,
+            _NUM,
+            minimum=0.0,
+            exclusive_minimum=True,
+            optional=True,
+            help="initial (or, for euler/heun, constant) step",
+        ),
+        "max_steps": Field(200_000, _INT, minimum=1, help="step limit (partial result kept)"),
         "n_save": Field(201, _INT, minimum=2, help="save times (half linear, half log)"),
         "loss_target": Field(
             None,
@@ -107,7 +116,10 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "save_params": Field(False, _BOOL, help="store parameters at every save time"),
     },
 }
-TOP_LEVEL: dict[str, Field] = {"seed": Field(0, _INT, minimum=0), "name": Field("run", _STR)}
+TOP_LEVEL: dict[str, Field] = {
+    "seed": Field(0, _INT, minimum=0, help="seed of the model init (and data, by default)"),
+    "name": Field("run", _STR, help="a label stored in result.json"),
+}
 
 
 def _type_name(types: tuple[type, ...]) -> str:
@@ -184,6 +196,12 @@ def _cross_checks(cfg: dict[str, Any]) -> None:
         raise ConfigError(
             "model.scaling: 'mf-sqrt' applies to the multilayer model; the two-layer model "
             "takes 'mf' or 'ntk'."
+        )
+    flow = cfg["flow"]
+    if flow["solver"] == "euler" and flow["dt0"] is None:
+        raise ConfigError(
+            "flow.dt0: solver 'euler' has no error estimate and needs a constant step; "
+            "set flow.dt0 (e.g. 0.01) or pick an adaptive solver such as 'tsit5'."
         )
     if model["kind"] == "two-layer" and not (model["train_first"] or model["train_second"]):
         raise ConfigError("model.train_first: both layers frozen; train at least one.")
