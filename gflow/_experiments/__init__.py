@@ -1,0 +1,1 @@
+"""The paper's four claims as named, versioned experiments (configs/*.toml)."""
