@@ -20,6 +20,7 @@ if _os.environ.get("GFLOW_DISTRIBUTED", "0") == "1":
 
     _init_distributed()
 
+from ._analysis._certificates import CertificateReport as CertificateReport
 from ._analysis._certificates import Check as Check
 from ._analysis._certificates import certify as certify
 from ._analysis._features import kernel_change as kernel_change
@@ -35,6 +36,10 @@ from ._analysis._linearized import LinearizedFlow as LinearizedFlow
 from ._analysis._linearized import linearized_flow as linearized_flow
 from ._analysis._linearized import prediction_gap as prediction_gap
 from ._analysis._linearized import prediction_metrics as prediction_metrics
+from ._analysis._rate import RateFit as RateFit
+from ._analysis._rate import find_floor as find_floor
+from ._analysis._rate import fit_rate as fit_rate
+from ._analysis._rate import local_rate as local_rate
 from ._analysis._schur import first_layer_kernel as first_layer_kernel
 from ._analysis._schur import schur_metrics as schur_metrics
 from ._analysis._structured import structured_kernel as structured_kernel
