@@ -12,12 +12,17 @@ import jax as _jax
 if _os.environ.get("GFLOW_X64", "1") != "0":
     _jax.config.update("jax_enable_x64", True)
 
+from ._analysis._hessian import hessian_lambda_max as hessian_lambda_max
+from ._analysis._hessian import lambda_max_along as lambda_max_along
 from ._data._dataset import Dataset as Dataset
 from ._data._dataset import from_arrays as from_arrays
 from ._data._digits import load_digits as load_digits
 from ._data._synthetic import make_synthetic as make_synthetic
 from ._flow._flatten import FlatProblem as FlatProblem
 from ._flow._flatten import flatten_problem as flatten_problem
+from ._flow._implicit import matfree_implicit as matfree_implicit
+from ._flow._modified import modified_loss as modified_loss
+from ._flow._modified import simulate_modified as simulate_modified
 from ._flow._simulate import SOLVERS as SOLVERS
 from ._flow._simulate import gradient_descent as gradient_descent
 from ._flow._simulate import make_solver as make_solver
