@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import _run_cmd
+from . import _bench_cmd, _run_cmd
 
-SUBCOMMANDS = [_run_cmd]
+SUBCOMMANDS = [_run_cmd, _bench_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:
