@@ -27,6 +27,8 @@ from ._analysis._features import kernel_change as kernel_change
 from ._analysis._features import movement_metrics as movement_metrics
 from ._analysis._features import neuron_movement as neuron_movement
 from ._analysis._features import relative_movement as relative_movement
+from ._analysis._hessian import hessian_lambda_max as hessian_lambda_max
+from ._analysis._hessian import lambda_max_along as lambda_max_along
 from ._analysis._kernel import KernelTrace as KernelTrace
 from ._analysis._kernel import jacobian_gram as jacobian_gram
 from ._analysis._kernel import kernel_alignment as kernel_alignment
@@ -59,6 +61,9 @@ from ._flow._ensemble import simulate_ensemble as simulate_ensemble
 from ._flow._ensemble import stack_params as stack_params
 from ._flow._flatten import FlatProblem as FlatProblem
 from ._flow._flatten import flatten_problem as flatten_problem
+from ._flow._implicit import matfree_implicit as matfree_implicit
+from ._flow._modified import modified_loss as modified_loss
+from ._flow._modified import simulate_modified as simulate_modified
 from ._flow._sharding import ensemble_mesh as ensemble_mesh
 from ._flow._sharding import init_distributed as init_distributed
 from ._flow._simulate import SOLVERS as SOLVERS

@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import _reproduce_cmd, _run_cmd, _sweep_cmd
+from . import _bench_cmd, _reproduce_cmd, _run_cmd, _sweep_cmd
 
-SUBCOMMANDS = [_run_cmd, _sweep_cmd, _reproduce_cmd]
+SUBCOMMANDS = [_run_cmd, _reproduce_cmd, _sweep_cmd, _bench_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _implicit
 from ._checkpoint import Checkpoint, integrate_checkpointed
 from ._flatten import FlatProblem, flatten_problem
 from ._solution import Solution
@@ -38,6 +39,9 @@ SOLVERS: dict[str, Callable[[], diffrax.AbstractSolver]] = {
     "kvaerno4": diffrax.Kvaerno4,
     "kvaerno5": diffrax.Kvaerno5,
     "implicit_euler": diffrax.ImplicitEuler,
+    # Matrix-free Newton-Krylov (Hessian-vector products, no P x P Jacobian); _implicit.py.
+    "kvaerno3-matfree": lambda: _implicit.matfree_implicit("kvaerno3"),
+    "kvaerno5-matfree": lambda: _implicit.matfree_implicit("kvaerno5"),
 }
 
 
@@ -149,12 +153,15 @@ def make_solve_fn(
     metrics: Mapping[str, Callable[[PyTree], jax.Array]] | None = None,
     loss_target: float | None = None,
     progress: bool = False,
+    count_evals: bool = False,
 ) -> Callable[[FlatProblem, jax.Array], dict[str, Any]]:
     """The pure solve `(problem, ts) -> raw outputs` that `integrate` jits.
 
     It is free of Python side effects, so it can be jitted, vmapped over a batch of
     problems (an ensemble: batched theta0, eta and frozen leaves) or sharded. The raw
-    outputs are turned into a `Solution` by `solution_from_raw`.
+    outputs are turned into a `Solution` by `solution_from_raw`. The one exception is
+    `count_evals=True`, which counts vector-field evaluations with a host callback
+    (`_implicit.counted_field`) for solvers whose cost per step is not fixed.
     """
     metrics = dict(metrics or {})
     t0, t1 = float(t0), float(t1)
@@ -182,7 +189,10 @@ def make_solve_fn(
         conds["loss_target"] = reached
     event = diffrax.Event(conds)
 
-    term = diffrax.ODETerm(lambda t, y, args: args.vector_field(y))
+    if count_evals:
+        term = diffrax.ODETerm(lambda t, y, args: _implicit.counted_field(args.vector_field)(y))
+    else:
+        term = diffrax.ODETerm(lambda t, y, args: args.vector_field(y))
     meter = diffrax.TqdmProgressMeter(refresh_steps=50) if progress else diffrax.NoProgressMeter()
 
     def run(prob: FlatProblem, ts_arr: jax.Array) -> dict[str, Any]:
@@ -239,8 +249,10 @@ def integrate(
 
     This is the shared engine of `simulate` and `gradient_descent`; it does no argument
     checking of its own beyond what diffrax does. Compilation and the run are timed
-    separately.
+    separately. Solvers without a fixed cost per step (implicit ones) have their gradient
+    and Hessian-vector-product evaluations counted exactly during the run.
     """
+    count_evals = evals_per_step(solver) is None
     run = make_solve_fn(
         t0,
         t1,
@@ -252,14 +264,17 @@ def integrate(
         metrics=metrics,
         loss_target=loss_target,
         progress=progress,
+        count_evals=count_evals,
     )
     ts_arr = jnp.asarray(ts, dtype=problem.theta0.dtype)
     start = time.perf_counter()
     compiled = jax.jit(run).lower(problem, ts_arr).compile()
     compile_seconds = time.perf_counter() - start
+    _implicit.reset_counts()
     start = time.perf_counter()
     out = jax.block_until_ready(compiled(problem, ts_arr))
     run_seconds = time.perf_counter() - start
+    counts = _implicit.read_counts() if count_evals else None
     return solution_from_raw(
         jax.device_get(out),
         problem,
@@ -272,6 +287,7 @@ def integrate(
         settings=settings,
         compile_seconds=compile_seconds,
         run_seconds=run_seconds,
+        counts=counts,
     )
 
 
@@ -288,9 +304,15 @@ def solution_from_raw(
     settings: dict[str, Any] | None,
     compile_seconds: float,
     run_seconds: float,
+    counts: dict[str, int] | None = None,
 ) -> Solution:
     """Turn one (unbatched, host) raw output of a solve function into a `Solution`:
-    decode the diffrax result, trim what was not reached, explain failures."""
+    decode the diffrax result, trim what was not reached, explain failures.
+
+    `counts` ({"grad", "hvp"}, exact counts of the run) fills `stats["grad_evals"]` and
+    `stats["hvp_evals"]` for solvers whose cost per step is not fixed; explicit solvers
+    get them from their Butcher tableau. `stats["grad_equivalents"]` = grad_evals +
+    2 * hvp_evals (a Hessian-vector product costs about two gradients)."""
     name, diffrax_message = _decode_result(int(out["result"]))
     mask = out["event_mask"]
     diverged_flag = name == "event_occurred" and bool(mask["diverged"])
@@ -335,7 +357,20 @@ def solution_from_raw(
 
     stats = {k: int(v) for k, v in out["stats"].items()}
     per = evals_per_step(solver)
-    stats["grad_evals"] = None if per is None else per[0] * stats["num_steps"] + per[1]
+    if per is not None:
+        stats["grad_evals"], stats["hvp_evals"] = per[0] * stats["num_steps"] + per[1], 0
+    elif counts is not None:
+        stats["grad_evals"] = int(counts["grad"])
+        # A dense-Jacobian implicit solver (no CountingLinearSolver) builds its Jacobian
+        # from P Jacobian-vector products that are not counted: report None there.
+        stats["hvp_evals"] = int(counts["hvp"]) if _implicit.is_matfree(solver) else None
+    else:
+        stats["grad_evals"] = stats["hvp_evals"] = None
+    stats["grad_equivalents"] = (
+        None
+        if stats["grad_evals"] is None or stats["hvp_evals"] is None
+        else stats["grad_evals"] + _implicit.HVP_COST * stats["hvp_evals"]
+    )
     stats["save_evals"] = int(ts_kept.size)
     stats["compile_seconds"] = compile_seconds
     stats["run_seconds"] = run_seconds

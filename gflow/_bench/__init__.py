@@ -1,0 +1,1 @@
+"""Benchmarks behind `gflow bench` (docs/benchmarks.md): each module writes one JSON."""
