@@ -30,6 +30,7 @@ from ._data._digits import load_digits as load_digits
 from ._data._synthetic import make_synthetic as make_synthetic
 from ._ensemble_mse import ensemble_models as ensemble_models
 from ._ensemble_mse import simulate_mse_ensemble as simulate_mse_ensemble
+from ._flow._checkpoint import Checkpoint as Checkpoint
 from ._flow._ensemble import EnsembleSolution as EnsembleSolution
 from ._flow._ensemble import simulate_ensemble as simulate_ensemble
 from ._flow._ensemble import stack_params as stack_params
@@ -52,5 +53,26 @@ from ._models._two_layer import TwoLayer as TwoLayer
 from ._problem import descend_mse as descend_mse
 from ._problem import mse_problem as mse_problem
 from ._problem import simulate_mse as simulate_mse
+
+# isort: split
+from ._analysis._certificates import CertificateReport as CertificateReport
+from ._analysis._certificates import Check as Check
+from ._analysis._certificates import certify as certify
+from ._analysis._features import kernel_change as kernel_change
+from ._analysis._features import movement_metrics as movement_metrics
+from ._analysis._features import neuron_movement as neuron_movement
+from ._analysis._features import relative_movement as relative_movement
+from ._analysis._kernel import KernelTrace as KernelTrace
+from ._analysis._kernel import jacobian_gram as jacobian_gram
+from ._analysis._kernel import kernel_alignment as kernel_alignment
+from ._analysis._kernel import kernel_metrics as kernel_metrics
+from ._analysis._kernel import tangent_kernel as tangent_kernel
+from ._analysis._linearized import LinearizedFlow as LinearizedFlow
+from ._analysis._linearized import linearized_flow as linearized_flow
+from ._analysis._linearized import prediction_gap as prediction_gap
+from ._analysis._linearized import prediction_metrics as prediction_metrics
+from ._analysis._schur import first_layer_kernel as first_layer_kernel
+from ._analysis._schur import schur_metrics as schur_metrics
+from ._analysis._structured import structured_kernel as structured_kernel
 
 __version__ = "0.1.0"

@@ -4,7 +4,8 @@
     [data]   kind = "synthetic" | "digits", n, d, n_test, inputs, target, ...
     [model]  kind = "two-layer" | "multilayer" | "linear", width, features, depth, ...
     [flow]   t1, solver, rtol, atol, max_steps, n_save, loss_target, eta
-    [output] progress, save_params
+    [analysis] kernel, certificates, feature_learning, kernel_chunk, rel_tol
+    [output] progress, save_params, checkpoint_seconds, segments
 
 Every field has a type, a default and a range; an unknown key, a wrong type or a value
 out of range raises `ConfigError` naming the field (e.g. `model.width`) and the fix,
@@ -111,9 +112,25 @@ SCHEMA: dict[str, dict[str, Field]] = {
             help="time scale (default: the model's natural eta)",
         ),
     },
+    "analysis": {
+        "kernel": Field(True, _BOOL, help="record the tangent kernel spectrum at save times"),
+        "certificates": Field(True, _BOOL, help="check the bounds (needs kernel)"),
+        "feature_learning": Field(True, _BOOL, help="layer movement, linearized flow"),
+        "kernel_chunk": Field(None, _INT, minimum=1, optional=True, help="vjp batch size"),
+        "rel_tol": Field(1e-5, _NUM, minimum=0.0, help="relative error allowed in L"),
+    },
     "output": {
         "progress": Field(True, _BOOL, help="progress bar"),
         "save_params": Field(False, _BOOL, help="store parameters at every save time"),
+        "checkpoint_seconds": Field(
+            60.0,
+            _NUM,
+            minimum=0.0,
+            help="wall-clock seconds between checkpoints (0: each segment)",
+        ),
+        "segments": Field(
+            20, _INT, minimum=1, help="time segments (checkpoints are written at their ends)"
+        ),
     },
 }
 TOP_LEVEL: dict[str, Field] = {
@@ -205,6 +222,11 @@ def _cross_checks(cfg: dict[str, Any]) -> None:
         )
     if model["kind"] == "two-layer" and not (model["train_first"] or model["train_second"]):
         raise ConfigError("model.train_first: both layers frozen; train at least one.")
+    if cfg["analysis"]["certificates"] and not cfg["analysis"]["kernel"]:
+        raise ConfigError(
+            "analysis.certificates: the certificates need the tangent kernel; set "
+            "analysis.kernel = true or analysis.certificates = false."
+        )
 
 
 def load_config(path: str | Path | None) -> dict[str, Any]:
@@ -212,12 +234,18 @@ def load_config(path: str | Path | None) -> dict[str, Any]:
     if path is None:
         return validate({})
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"config: {str(p)!r} is a folder; pass the path of a .toml file.")
     if not p.is_file():
         raise ConfigError(f"config: file {str(p)!r} does not exist; check the path.")
     try:
-        raw = tomllib.loads(p.read_text())
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config: {p} is not valid TOML ({exc}).") from None
+        raise ConfigError(f"config: {p} is not valid TOML ({exc}); fix the syntax.") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config: {p} is not UTF-8 text; save it as a UTF-8 TOML file.") from None
+    except OSError as exc:
+        raise ConfigError(f"config: cannot read {p} ({exc.strerror}); check permissions.") from None
     return validate(raw)
 
 

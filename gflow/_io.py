@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 
 SCHEMA_VERSION = 1
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def versions() -> dict[str, str]:
@@ -54,6 +56,7 @@ def _atomic_write(path: Path, write) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; use the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -65,6 +68,16 @@ def write_json(path: str | Path, obj: dict[str, Any]) -> None:
     """Write `obj` as indented JSON atomically (temp file + rename)."""
     text = json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n"
     _atomic_write(Path(path), lambda f: f.write(text.encode()))
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write text atomically (temp file + rename)."""
+    _atomic_write(Path(path), lambda f: f.write(text.encode()))
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Write bytes atomically (temp file + rename)."""
+    _atomic_write(Path(path), lambda f: f.write(data))
 
 
 def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
@@ -79,9 +92,18 @@ def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def read_npz(path: str | Path) -> dict[str, np.ndarray]:
-    """Read an .npz written by gflow (never unpickles)."""
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    """Read an .npz written by gflow (never unpickles: object arrays raise ValueError)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"{p}: no such file.")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except Exception as exc:  # noqa: BLE001 - zip/format/pickle errors: a bad file
+        raise ValueError(
+            f"{p}: not a readable .npz ({type(exc).__name__}: {exc}); the file is corrupt "
+            "or foreign (gflow never unpickles)."
+        ) from None
 
 
 def read_json(path: str | Path) -> dict[str, Any]:

@@ -3,8 +3,10 @@
 Files written in the output folder:
     result.json      config, versions, solver settings and stats, wall times, final metrics
     trajectory.npz   save times, loss, gradient norm, metrics, final state (no pickle)
-    loss.png         loss vs time (log scale) with the fitted exponential
+    loss.png         loss vs time (log scale) with the fitted exponential and the envelope
+    kernel.png       lambda_min / lambda_max of the tangent kernel H(t) and the Schur bound
     config.toml      the complete config that was run (defaults filled in)
+    checkpoint.npz   while running (and after an interruption): the resumable state
 """
 
 from __future__ import annotations
@@ -13,15 +15,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 
+from ._analysis._pipeline import RunAnalysis
 from ._analysis._rate import RateFit, fit_rate
 from ._config import build_data, build_model, dumps_toml
+from ._flow._checkpoint import Checkpoint
 from ._flow._solution import Solution
 from ._flow._times import default_ts
-from ._io import SCHEMA_VERSION, versions, write_json, write_npz
-from ._plots import plot_loss
+from ._io import SCHEMA_VERSION, versions, write_json, write_npz, write_text
+from ._plots import plot_kernel, plot_loss
 from ._problem import simulate_mse
+
+CHECKPOINT_FILE = "checkpoint.npz"
+_FREE_OUTPUT = ("progress", "checkpoint_seconds")  # may change between a run and its resume
 
 
 def try_fit_rate(sol: Solution) -> RateFit | None:
@@ -47,14 +55,49 @@ def rate_dict(fit: RateFit | None) -> dict[str, Any] | None:
         "r2": fit.r2,
         "n_points": fit.n_points,
         "floor_time": fit.floor_time,
+        "bias_bound": fit.bias_bound,
     }
 
 
-def run_config(cfg: dict[str, Any], out: str | Path, *, progress: bool | None = None) -> dict:
-    """Run a validated config and write the result files into `out`. Returns result.json's
-    content."""
+def checkpoint_for(cfg: dict[str, Any], out: Path, resume: bool) -> Checkpoint:
+    """The run's checkpoint: out/checkpoint.npz, identified by the config (less the
+    output options that do not change the numbers)."""
+    oc = cfg["output"]
+    ident = {**cfg, "output": {k: v for k, v in oc.items() if k not in _FREE_OUTPUT}}
+    return Checkpoint(
+        out / CHECKPOINT_FILE,
+        every_seconds=oc["checkpoint_seconds"],
+        resume=resume,
+        segments=oc["segments"],
+        identity=ident,
+    )
+
+
+def prepare_out(out: str | Path) -> Path:
+    """Create `out` and check it is writable, before anything is computed."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text(out / ".write-test", "")
+        (out / ".write-test").unlink()
+    except OSError as exc:
+        raise ValueError(
+            f"--out: cannot write to {str(out)!r} ({exc.strerror or exc}); choose a "
+            "writable folder."
+        ) from None
+    return out
+
+
+def run_config(
+    cfg: dict[str, Any], out: str | Path, *, progress: bool | None = None, resume: bool = False
+) -> dict:
+    """Run a validated config and write the result files into `out`. Returns result.json's
+    content. The run is checkpointed to out/checkpoint.npz (see docs/reliability.md);
+    `resume` continues from it. Partial results are written when the run fails or is
+    interrupted; the checkpoint is deleted once the results of a finished run are saved."""
+    out = prepare_out(out)
+    if not resume:
+        write_text(out / "config.toml", dumps_toml(cfg))
     wall0 = time.perf_counter()
     data = build_data(cfg)
     model = build_model(cfg)
@@ -64,10 +107,12 @@ def run_config(cfg: dict[str, Any], out: str | Path, *, progress: bool | None = 
     kwargs: dict[str, Any] = {}
     if fc["eta"] is not None:
         kwargs["eta"] = fc["eta"]
+    analysis = RunAnalysis(cfg["analysis"], model, data, eta=fc["eta"])
     sol = simulate_mse(
         model,
         data,
         fc["t1"],
+        metrics=analysis.metrics,
         ts=ts,
         solver=fc["solver"],
         rtol=fc["rtol"],
@@ -77,10 +122,13 @@ def run_config(cfg: dict[str, Any], out: str | Path, *, progress: bool | None = 
         loss_target=fc["loss_target"],
         save_params=cfg["output"]["save_params"],
         progress=cfg["output"]["progress"] if progress is None else progress,
+        checkpoint=checkpoint_for(cfg, out, resume),
         **kwargs,
     )
     fit = try_fit_rate(sol)
+    ana = analysis.finish(sol, fit)
     arrays: dict[str, np.ndarray] = {
+        "schema_version": np.asarray(SCHEMA_VERSION),
         "ts": sol.ts,
         "loss": sol.loss,
         "grad_norm": sol.grad_norm,
@@ -89,19 +137,32 @@ def run_config(cfg: dict[str, Any], out: str | Path, *, progress: bool | None = 
     arrays.update({f"metric_{k}": v for k, v in sol.metrics.items()})
     if fit is not None:
         arrays["local_rate"] = fit.local_rate
-    if sol.params is not None:
-        arrays["params_W"] = np.asarray(sol.params.W) if hasattr(sol.params, "W") else None
-        arrays = {k: v for k, v in arrays.items() if v is not None}
+    if sol.params is not None:  # every array leaf, e.g. params.W (k, m, d)
+        for path, leaf in jax.tree_util.tree_flatten_with_path(sol.params)[0]:
+            arrays["params" + jax.tree_util.keystr(path)] = np.asarray(leaf)
+    arrays.update(ana.arrays)
     write_npz(out / "trajectory.npz", arrays)
-    plot_loss(
-        out / "loss.png",
-        sol.ts,
-        sol.loss,
-        fit=fit,
-        test_loss=sol.metrics.get("test_loss"),
-        title=f"{cfg['model']['kind']} ({cfg['model']['scaling']}), n={data.n}, d={data.d}",
-    )
-    (out / "config.toml").write_text(dumps_toml(cfg))
+    title = f"{cfg['model']['kind']} ({cfg['model']['scaling']}), n={data.n}, d={data.d}"
+    plot_errors = []
+    try:  # a figure must never cost the results
+        plot_loss(
+            out / "loss.png",
+            sol.ts,
+            sol.loss,
+            fit=fit,
+            test_loss=sol.metrics.get("test_loss"),
+            envelope=None if ana.report is None else ana.report.envelope,
+            title=title,
+        )
+    except Exception as exc:  # noqa: BLE001
+        plot_errors.append(f"loss.png not drawn: {type(exc).__name__}: {exc}")
+    if ana.kernel is not None:
+        try:
+            plot_kernel(out / "kernel.png", sol.ts, ana.kernel, schur=ana.schur, title=title)
+        except Exception as exc:  # noqa: BLE001
+            plot_errors.append(f"kernel.png not drawn: {type(exc).__name__}: {exc}")
+    plot_error = "; ".join(plot_errors) or None
+    write_text(out / "config.toml", dumps_toml(cfg))
     final = {
         "t_final": sol.t_final,
         "loss_initial": float(sol.loss[0]) if sol.loss.size else None,
@@ -126,10 +187,14 @@ def run_config(cfg: dict[str, Any], out: str | Path, *, progress: bool | None = 
         "stats": sol.stats,
         "final": final,
         "rate_fit": rate_dict(fit),
+        "analysis": {**ana.summary, "verdict": ana.verdict},
         "wall_seconds": time.perf_counter() - wall0,
         "versions": versions(),
+        "plot_error": plot_error,
     }
     write_json(out / "result.json", result)
+    if sol.result != "interrupted":
+        (out / CHECKPOINT_FILE).unlink(missing_ok=True)
     return result
 
 
@@ -154,7 +219,7 @@ def verdict(result: dict[str, Any]) -> str:
     if rf is None:
         lines.append("rate fit: not enough decaying points to fit")
     else:
-        half = 1.96 * rf["stderr"]
+        half = 0.5 * (rf["ci95"][1] - rf["ci95"][0])
         floor = (
             "" if rf["floor_time"] is None else f"; numerical floor from t = {rf['floor_time']:.4g}"
         )
@@ -162,4 +227,5 @@ def verdict(result: dict[str, Any]) -> str:
             f"linear rate {rf['rate']:.4g} +- {half:.2g} over t in "
             f"[{rf['window'][0]:.4g}, {rf['window'][1]:.4g}] (R^2 = {rf['r2']:.5f}){floor}"
         )
+    lines += result.get("analysis", {}).get("verdict", [])
     return "\n".join(lines)

@@ -97,3 +97,10 @@ def test_same_seed_same_numbers(data):
     a = gflow.simulate_mse(gflow.TwoLayer(16, 16, key=jax.random.key(9)), data, 3.0)
     b = gflow.simulate_mse(gflow.TwoLayer(16, 16, key=jax.random.key(9)), data, 3.0)
     assert np.array_equal(a.loss, b.loss) and np.array_equal(a.theta_final, b.theta_final)
+
+
+@pytest.mark.parametrize("t1", [1.0, 37.3, 150.0, 400.0, 1e4])
+def test_default_ts_has_no_near_duplicates(t1):
+    ts = gflow.default_ts(0.0, t1)
+    assert ts[0] == 0.0 and ts[-1] == t1
+    assert np.diff(ts).min() > 1e-9 * t1

@@ -14,7 +14,8 @@ class RateFit:
     Fields:
         rate: fitted exponential rate (1 / time units of the flow).
         stderr: its standard error (ordinary least squares).
-        ci: (low, high) 95% confidence interval (Student t with n_points - 2 dof).
+        ci: (low, high) 95% confidence interval (Student t with n_points - 2 dof), widened
+            by `bias_bound`.
         intercept: log C.
         window: (t_start, t_end) of the points used; i_start, i_end their indices
             (i_end exclusive).
@@ -22,6 +23,12 @@ class RateFit:
         n_points: points in the window.
         floor_time: time where the numerical floor begins (None when no floor).
         local_rate: -(d/dt) log L at every input time (finite differences, 2nd order).
+        bias_bound: bound on the slope bias the floor can cause over the window. A floor
+            comes from an error e in the residuals (|e|^2 / 2n = the floor level L_f), which
+            shifts log L by at most 2 sqrt(L_f / L); hence the bound
+            sum_j |t_j - t_mean| 2 sqrt(L_f / L_j) / sum_j (t_j - t_mean)^2, added to the
+            half-width of `ci` (0 when there is no floor).
+        floor_level: L_f, the median loss from the floor on (None when no floor).
     """
 
     rate: float
@@ -35,10 +42,12 @@ class RateFit:
     n_points: int
     floor_time: float | None
     local_rate: np.ndarray
+    bias_bound: float = 0.0
+    floor_level: float | None = None
 
     def __str__(self) -> str:
         return (
-            f"linear rate {self.rate:.6g} +- {1.96 * self.stderr:.2g} "
+            f"linear rate {self.rate:.6g} +- {0.5 * (self.ci[1] - self.ci[0]):.2g} "
             f"over t in [{self.window[0]:.4g}, {self.window[1]:.4g}] (R^2 = {self.r2:.6f})"
         )
 
@@ -76,9 +85,19 @@ def _ols(t: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
 
 
 def local_rate(ts: np.ndarray, loss: np.ndarray) -> np.ndarray:
-    """-(d/dt) log L(t) by second-order finite differences on the (non-uniform) grid."""
-    ts = np.asarray(ts, dtype=np.float64)
-    return -np.gradient(np.log(np.asarray(loss, dtype=np.float64)), ts)
+    """-(d/dt) log L(t) by second-order finite differences on the (non-uniform) grid
+    (first order at the two ends). Save times closer than 1e-9 of the time span (e.g. a
+    linear and a log grid that both hold t = 6 up to round-off) count as one point and
+    share its value, instead of producing a 0 / tiny difference."""
+    t = np.asarray(ts, dtype=np.float64)
+    logl = np.log(np.asarray(loss, dtype=np.float64))
+    if t.size < 2:
+        return np.zeros_like(t)
+    new = np.r_[True, np.diff(t) > 1e-9 * max(t[-1] - t[0], np.finfo(float).tiny)]
+    group = np.cumsum(new) - 1
+    if new.sum() < 2:
+        return np.zeros_like(t)
+    return -np.gradient(logl[new], t[new])[group]
 
 
 def find_floor(ts: np.ndarray, loss: np.ndarray, *, decades: float = 3.0) -> int | None:
@@ -103,28 +122,67 @@ def find_floor(ts: np.ndarray, loss: np.ndarray, *, decades: float = 3.0) -> int
     return None
 
 
+def _auto_window(
+    t: np.ndarray, y: np.ndarray, i1: int, min_points: int, curvature_tol: float
+) -> int:
+    """Start index of the terminal linear regime of y = log L on [0, i1).
+
+    The window grows backwards from the last `min_points` points. A candidate start s is
+    accepted while the mean of the first h = 3 points of [s, i1) lies on the straight line
+    fitted to the rest, within `curvature_tol` (log units) plus 4 standard deviations of
+    that mean (noise estimated from the rest's residuals, plus the line's own prediction
+    error). The first rejection ends the search: what precedes is transient or an earlier
+    phase.
+    """
+    h = 3
+    i0 = i1 - min_points
+    for s in range(i1 - min_points - 1, -1, -1):
+        tt, yy = t[s + h : i1], y[s + h : i1]
+        if tt.size < 3:
+            i0 = s
+            continue
+        b, a, _, _ = _ols(tt, yy)
+        res = yy - (a + b * tt)
+        sigma = np.sqrt(np.sum(res**2) / max(1, tt.size - 2))
+        th = t[s : s + h].mean()
+        stt = np.sum((tt - tt.mean()) ** 2)
+        pred_sd = sigma * np.sqrt(1.0 / h + 1.0 / tt.size + (th - tt.mean()) ** 2 / stt)
+        dev = abs(y[s : s + h].mean() - (a + b * th))
+        if dev > curvature_tol + 4.0 * pred_sd:
+            break
+        i0 = s
+    return i0
+
+
 def fit_rate(
     ts,
     loss,
     *,
     window: tuple[float, float] | None = None,
     min_points: int = 5,
-    curvature_tol: float = 0.1,
+    curvature_tol: float = 1e-3,
+    floor_margin: float = 1e6,
 ) -> RateFit:
     """Fit L(t) ~ C exp(-rate t) by least squares on log L.
 
     Arguments:
         ts: (k,) increasing times; loss: (k,) positive finite losses.
-        window: (t_start, t_end) to fit over; default: found automatically. The floor
-            (see `find_floor`) is cut off, then the window grows backwards from the floor
-            (or the end) while the slope over its first quarter agrees with the slope
-            over the whole window to `curvature_tol` (relative, plus 3 standard errors):
-            this keeps the terminal linear regime and drops the initial transient or a
-            faster first phase.
-        min_points: fewest points in a window.
+        window: (t_start, t_end) to fit over; default: found automatically:
+            1. the numerical floor is detected (`find_floor`); the window ends at the last
+               time before it where L is at least `floor_margin` times the floor level
+               L_f (the median loss after the floor), so the floor biases log L by less than
+               2 / sqrt(floor_margin) there (0.2% for the default 1e6), and less before;
+            2. the window grows backwards from its end while the earlier points stay on
+               the line of the later ones within `curvature_tol` in log L plus 4 noise
+               standard deviations (`_auto_window`): this drops the initial transient or
+               a faster first phase and keeps the terminal linear regime.
+        min_points: fewest points in a window (>= 3).
+        curvature_tol: deviation from straightness tolerated, in log L units (1e-3: 0.1%).
+        floor_margin: how far above the floor level the window must end.
 
     Returns:
-        A `RateFit`.
+        A `RateFit`: rate = -slope of log L, its OLS standard error and 95% interval
+        (Student t, n_points - 2 dof), the window, R^2, floor_time, local rate.
     """
     t = np.asarray(ts, dtype=np.float64)
     l_arr = np.asarray(loss, dtype=np.float64)
@@ -132,6 +190,10 @@ def fit_rate(
         raise ValueError(f"loss: expected shape {t.shape} like ts, got {l_arr.shape}.")
     if isinstance(min_points, bool) or not isinstance(min_points, int) or min_points < 3:
         raise ValueError(f"min_points: must be an integer >= 3, got {min_points!r}.")
+    if not (np.isfinite(curvature_tol) and curvature_tol >= 0):
+        raise ValueError(f"curvature_tol: must be a finite number >= 0, got {curvature_tol!r}.")
+    if not (np.isfinite(floor_margin) and floor_margin >= 1):
+        raise ValueError(f"floor_margin: must be a finite number >= 1, got {floor_margin!r}.")
     if t.size < min_points:
         raise ValueError(
             f"ts: needs at least {min_points} points to fit a rate, got {t.size}; save more "
@@ -148,6 +210,7 @@ def fit_rate(
     lr = local_rate(t, l_arr)
     floor = find_floor(t, l_arr)
     floor_time = None if floor is None else float(t[floor])
+    level = None if floor is None else float(np.median(l_arr[floor:]))
     if window is not None:
         t_lo, t_hi = float(window[0]), float(window[1])
         if not t_hi > t_lo:
@@ -160,19 +223,20 @@ def fit_rate(
             )
         i0, i1 = int(idx[0]), int(idx[-1]) + 1
     else:
-        i1 = t.size if floor is None else max(floor + 1, min_points)
-        i0 = max(0, i1 - min_points)
-        for s in range(i1 - min_points, -1, -1):
-            b, _, se, _ = _ols(t[s:i1], y[s:i1])
-            q = max(3, (i1 - s) // 4)
-            if i1 - s >= 2 * min_points:
-                bh, _, seh, _ = _ols(t[s : s + q], y[s : s + q])
-                if abs(bh - b) > curvature_tol * abs(b) + 3 * np.hypot(se, seh):
-                    break
-            i0 = s
+        i1 = t.size
+        if floor is not None:
+            above = np.nonzero(l_arr[:floor] >= floor_margin * level)[0]
+            i1 = int(above[-1]) + 1 if above.size else floor + 1
+            i1 = max(i1, min_points)
+        i0 = _auto_window(t, y, i1, min_points, curvature_tol)
     b, a, se, r2 = _ols(t[i0:i1], y[i0:i1])
     rate = -b
-    half = _t_quantile_975(i1 - i0 - 2) * se
+    bias = 0.0
+    if level is not None:
+        tw = t[i0:i1]
+        shift = 2.0 * np.sqrt(level / l_arr[i0:i1])
+        bias = float(np.sum(np.abs(tw - tw.mean()) * shift) / np.sum((tw - tw.mean()) ** 2))
+    half = _t_quantile_975(i1 - i0 - 2) * se + bias
     return RateFit(
         rate=rate,
         stderr=se,
@@ -185,4 +249,6 @@ def fit_rate(
         n_points=i1 - i0,
         floor_time=floor_time,
         local_rate=lr,
+        bias_bound=bias,
+        floor_level=level,
     )

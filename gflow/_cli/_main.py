@@ -1,8 +1,9 @@
 """`gflow` command line: one subcommand per module in this folder.
 
 Each subcommand module provides `add_parser(subparsers)`; the parser it adds sets
-`func` (args -> exit code). Errors that come from bad input (ValueError) are printed as
-one line `gflow: error: ...` with exit code 2, without a traceback.
+`func` (args -> exit code). Errors that come from bad input (ValueError, and OSError for
+unreadable or unwritable paths) are printed as one line `gflow: error: ...` with exit
+code 2, without a traceback.
 """
 
 from __future__ import annotations
@@ -40,11 +41,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ValueError as exc:
-        print(f"gflow: error: {exc}", file=sys.stderr)
+        print(f"gflow: error: {_one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        where = f" {exc.filename!r}" if exc.filename else ""
+        print(
+            f"gflow: error: cannot access{where}: {exc.strerror or exc}; check the path "
+            "and its permissions.",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print("gflow: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from .._config import default_config, dumps_toml, load_config
 
@@ -16,7 +17,10 @@ def add_parser(sub) -> None:
             "[flow], [output]; see docs/config.md). Without CONFIG it runs the built-in "
             "default: a two-layer mean-field network with d >= n, which converges at a linear "
             "rate. Writes DIR/result.json, DIR/trajectory.npz, DIR/loss.png and "
-            "DIR/config.toml, and prints the fitted loss decay."
+            "DIR/config.toml, and prints the fitted loss decay. The run is checkpointed to "
+            "DIR/checkpoint.npz ([output] checkpoint_seconds); Ctrl-C stops it cleanly and "
+            "--resume continues it. Exit status: 0 completed, 1 not completed (partial "
+            "results saved), 2 bad input, 130 interrupted."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -24,18 +28,28 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default="runs/default", help="output folder")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--print-config", action="store_true", help="print the complete config and exit")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from DIR/checkpoint.npz (config: CONFIG, else DIR/config.toml)",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from .._run import run_config, verdict
 
-    cfg = default_config() if args.config is None else load_config(args.config)
+    config = args.config
+    if config is None and args.resume and (Path(args.out) / "config.toml").is_file():
+        config = Path(args.out) / "config.toml"
+    cfg = default_config() if config is None else load_config(config)
     if args.print_config:
         print(dumps_toml(cfg), end="")
         return 0
     progress = False if args.no_progress else None
-    result = run_config(cfg, args.out, progress=progress)
+    result = run_config(cfg, args.out, progress=progress, resume=args.resume)
     print(verdict(result))
     print(f"wrote {args.out}/result.json, trajectory.npz, loss.png, config.toml")
+    if result["result"] == "interrupted":
+        return 130
     return 0 if result["completed"] else 1

@@ -152,4 +152,16 @@ def flatten_problem(
             "re-initialize the model (check the init scale and the key)."
         )
     eta_vec = _eta_vector(eta, spec, params, dyn, theta0.dtype)
+    try:  # trace only (no compilation): the loss must be a real scalar
+        out = jax.eval_shape(lambda th: loss_fn(eqx.combine(unravel(th), frozen)), theta0)
+    except Exception as exc:  # noqa: BLE001 - report the user's error in one line
+        raise ValueError(
+            f"loss_fn: calling it on params failed ({type(exc).__name__}: {exc}); "
+            "it must map the params pytree to a scalar."
+        ) from None
+    if getattr(out, "shape", None) != () or not jnp.issubdtype(out.dtype, jnp.floating):
+        raise ValueError(
+            f"loss_fn: must return a real scalar, got {getattr(out, 'shape', out)} "
+            f"{getattr(out, 'dtype', '')}; reduce it, e.g. with jnp.mean or jnp.sum."
+        )
     return FlatProblem(theta0=theta0, eta=eta_vec, frozen=frozen, unravel=unravel, loss_fn=loss_fn)

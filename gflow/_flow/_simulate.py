@@ -8,6 +8,7 @@ the user's metrics and (only when asked) the parameters.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -17,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._checkpoint import Checkpoint, integrate_checkpointed
 from ._flatten import FlatProblem, flatten_problem
 from ._solution import Solution
 from ._times import check_ts, default_ts
@@ -110,6 +112,18 @@ def _decode_result(code: int) -> tuple[str, str]:
         if int(member._value) == code:
             return name, diffrax.RESULTS[member]
     return "failed", f"unknown diffrax result code {code}"
+
+
+def _blowup_hint(theta0: Any, theta: np.ndarray, t: float) -> str:
+    """A note when the state grew by over 1e3 (or overflowed) before a step-limit stop."""
+    a, b = float(np.linalg.norm(np.asarray(theta0))), float(np.linalg.norm(theta))
+    if np.isfinite(b) and b <= 1e3 * max(a, 1e-300):
+        return ""
+    return (
+        f" The state norm grew from {a:.3g} to {b:.3g}: the flow is probably blowing up "
+        f"(finite-time blow-up near t = {t:.6g}); check that the loss is bounded below, "
+        "or lower eta."
+    )
 
 
 def _trim(saved: dict[str, Any], ts: np.ndarray, t_final: float) -> tuple[np.ndarray, dict]:
@@ -282,14 +296,19 @@ def solution_from_raw(
     diverged_flag = name == "event_occurred" and bool(mask["diverged"])
     target_flag = name == "event_occurred" and bool(mask.get("loss_target", False))
     t_final = float(out["t_final"])
-    ts_kept, saved = _trim(out["saved"], np.asarray(out["ts"], dtype=np.float64), t_final)
+    ts_all = np.asarray(out["ts"], dtype=np.float64)
+    ts_kept, saved = _trim(out["saved"], ts_all, t_final)
     theta_final = np.asarray(out["theta_final"])
+    # A non-finite loss at a reached save time (the state itself still finite) is a
+    # divergence too: the record was cut there, so the run must not count as complete.
+    if ts_kept.size < int(np.sum(np.isfinite(ts_all) & (ts_all <= t_final))):
+        diverged_flag, target_flag = True, False
 
     if diverged_flag:
         name = "diverged"
         finite_t = float(ts_kept[-1]) if ts_kept.size else t0
         message = (
-            f"the state became non-finite during the step ending at t = {t_final:.6g}; "
+            f"the state or loss became non-finite by t = {t_final:.6g}; "
             f"the last finite save time is t = {finite_t:.6g}. For gradient descent use a "
             "smaller step (dt * eta below 2 / lambda_max of the Hessian); for the flow, "
             "check the loss for overflow."
@@ -311,7 +330,7 @@ def solution_from_raw(
         message = (
             f"stopped at t = {t_final:.6g} before t1 = {t1:g}: {diffrax_message} "
             f"Fix: {advice}. Everything up to t = {t_final:.6g} is kept."
-        )
+        ) + _blowup_hint(problem.theta0, theta_final, t_final)
         success = False
 
     stats = {k: int(v) for k, v in out["stats"].items()}
@@ -349,6 +368,21 @@ def solution_from_raw(
     )
 
 
+def _check_metrics(metrics: Any) -> None:
+    if metrics is None:
+        return
+    if not isinstance(metrics, Mapping):
+        raise ValueError(
+            f"metrics: expected a dict name -> fn(params), got {type(metrics).__name__}."
+        )
+    for name, fn in metrics.items():
+        if not isinstance(name, str) or not callable(fn):
+            raise ValueError(
+                f"metrics: entry {name!r} must map a str name to a callable fn(params) -> "
+                f"array, got {type(fn).__name__}."
+            )
+
+
 def _eta_setting(eta: Any) -> Any:
     if isinstance(eta, int | float | np.floating | np.integer):
         return float(eta)
@@ -374,6 +408,7 @@ def simulate(
     max_steps: int = 200_000,
     loss_target: float | None = None,
     progress: bool = False,
+    checkpoint: Checkpoint | None = None,
 ) -> Solution:
     """Simulate the gradient flow  d theta/dt = -eta * grad L(theta)  from `params`.
 
@@ -396,9 +431,12 @@ def simulate(
         max_steps: step limit; reaching it ends the run with the partial trajectory.
         loss_target: stop (successfully) once the loss is at or below this value.
         progress: show a progress bar.
+        checkpoint: a `Checkpoint` to integrate in time segments and checkpoint (and
+            resume) the run; None integrates in one solve (see docs/reliability.md).
 
     Returns:
-        A `Solution`. Failures (step limit, divergence) are reported in it, not raised.
+        A `Solution`. Failures (step limit, divergence, interruption) are reported in it,
+        not raised.
     """
     _check_positive("t1", t1)
     t0 = float(t0)
@@ -409,6 +447,7 @@ def simulate(
     _check_positive("dt0", dt0, allow_none=True)
     _check_positive("loss_target", loss_target, allow_none=True)
     max_steps = _check_int("max_steps", max_steps, 1)
+    _check_metrics(metrics)
     ts = default_ts(t0, float(t1)) if ts is None else check_ts(ts, t0, float(t1))
     solver_obj = make_solver(solver)
     problem = flatten_problem(loss_fn, params, eta=eta, trainable=trainable)
@@ -437,7 +476,14 @@ def simulate(
         "n_params": int(problem.theta0.size),
         "dtype": str(problem.theta0.dtype),
     }
-    return integrate(
+    if checkpoint is not None:
+        if not isinstance(checkpoint, Checkpoint):
+            raise ValueError(f"checkpoint: expected a gflow.Checkpoint, got {checkpoint!r}.")
+        checkpoint.check_resumable()
+        engine = functools.partial(integrate_checkpointed, checkpoint=checkpoint)
+    else:
+        engine = integrate
+    return engine(
         problem,
         t0,
         float(t1),
@@ -488,6 +534,7 @@ def gradient_descent(
     n_steps = _check_int("n_steps", n_steps, 1)
     save_every = _check_int("save_every", save_every, 1)
     _check_positive("loss_target", loss_target, allow_none=True)
+    _check_metrics(metrics)
     problem = flatten_problem(loss_fn, params, eta=eta, trainable=trainable)
     dt = float(dt)
     grid = np.arange(n_steps + 1, dtype=np.float64) * dt

@@ -28,7 +28,8 @@ class Solution:
         stopped_early: True when the loss target event ended the run before t1.
         diverged: True when the state or loss became non-finite.
         result: short code: "successful", "loss_target_reached", "diverged",
-            "max_steps_reached", "dt_min_reached", or another diffrax result name.
+            "max_steps_reached", "dt_min_reached", "interrupted" (SIGINT/SIGTERM with a
+            `Checkpoint`), or another diffrax result name.
         message: a human-readable explanation, with the fix when something went wrong.
         stats: solver statistics: num_steps, num_accepted_steps, num_rejected_steps,
             grad_evals (gradient evaluations by the solver), save_evals (gradient evaluations

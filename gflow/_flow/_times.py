@@ -22,7 +22,15 @@ def default_ts(t0: float, t1: float, n_linear: int = 101, n_log: int = 100) -> n
     lin = np.linspace(t0, t1, n_linear)
     log = t0 + np.geomspace(span * 1e-4, span, n_log)
     ts = np.unique(np.concatenate([lin, log, [t0, t1]]))
-    return ts[(ts >= t0) & (ts <= t1)]
+    ts = ts[(ts >= t0) & (ts <= t1)]
+    # merge near-duplicates (a log point that lands on a linear one up to round-off):
+    # they would make finite differences such as the local rate meaningless
+    keep = np.concatenate([[True], np.diff(ts) > 1e-9 * span])
+    keep[-1] = True
+    ts = ts[keep]
+    if ts.size > 1 and ts[-1] - ts[-2] <= 1e-9 * span:
+        ts = np.delete(ts, -2)
+    return ts
 
 
 def check_ts(ts, t0: float, t1: float, name: str = "ts") -> np.ndarray:

@@ -1,0 +1,130 @@
+"""`gflow run` records the analyses: [analysis] table, result.json, trajectory.npz,
+figures and the printed verdict."""
+
+import json
+
+import numpy as np
+import pytest
+
+import gflow
+from gflow._cli._main import main
+from gflow._config import ConfigError, validate
+from gflow._io import read_npz
+
+SMALL = """
+seed = 1
+[data]
+n = 6
+d = 8
+n_test = 5
+[model]
+kind = "{kind}"
+width = 16
+features = 12
+[flow]
+t1 = 60.0
+n_save = 41
+[output]
+progress = false
+"""
+
+
+@pytest.fixture(scope="module")
+def two_layer_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("run")
+    cfg = tmp / "cfg.toml"
+    cfg.write_text(SMALL.format(kind="two-layer"))
+    out = tmp / "out"
+    return main(["run", str(cfg), "--out", str(out)]), out
+
+
+def test_run_records_analysis(two_layer_run, capsys):
+    rc, out = two_layer_run
+    assert rc == 0
+    result = json.loads((out / "result.json").read_text())
+    ana = result["analysis"]
+    cert = ana["certificates"]
+    assert cert["passed"], cert
+    names = {c["name"] for c in cert["checks"]}
+    assert names == {"local_rate", "gronwall", "schur", "schur_total", "fitted_rate"}
+    assert ana["kernel"]["lambda_min"][0] > 0
+    fl = ana["feature_learning"]
+    assert set(fl["movement_final"]) == {"W", "c"}
+    assert "linearized_gap_test_final" in fl
+    assert any(line.startswith("Gronwall envelope holds") for line in ana["verdict"])
+    assert any(line.startswith("Schur bound holds") for line in ana["verdict"])
+    arrays = read_npz(out / "trajectory.npz")
+    k = arrays["ts"].size
+    assert arrays["kernel_eigvals"].shape == (k, 6)
+    for name in ("envelope", "lower_rate", "schur", "linearized_gap_train", "metric_movement_W"):
+        assert arrays[name].shape[0] == k, name
+    assert arrays["neuron_movement_W"].shape == (16,)
+    # the envelope in the file is the Gronwall envelope of the recorded spectrum: it lies
+    # between the envelopes of the bracket sums (min / max of lambda_min per interval)
+    lam = arrays["kernel_eigvals"][:, 0]
+    h = np.diff(arrays["ts"])
+    i_hi = np.r_[0, np.cumsum(np.maximum(lam[:-1], lam[1:]) * h)]
+    i_lo = np.r_[0, np.cumsum(np.minimum(lam[:-1], lam[1:]) * h)]
+    l0 = arrays["loss"][0]
+    assert np.all(arrays["envelope"] >= l0 * np.exp(-2 / 6 * i_hi) * (1 - 1e-12))
+    assert np.all(arrays["envelope"] <= l0 * np.exp(-2 / 6 * i_lo) * (1 + 1e-12))
+    assert np.all(arrays["envelope"] <= arrays["envelope_loose"])
+    assert (out / "kernel.png").stat().st_size > 0
+    assert (out / "loss.png").stat().st_size > 0
+
+
+def test_verdict_printed(two_layer_run):
+    from gflow._run import verdict
+
+    _, out = two_layer_run
+    text = verdict(json.loads((out / "result.json").read_text()))
+    assert "linear rate" in text and "Gronwall envelope holds" in text
+    assert "Schur bound holds with slack" in text and "feature learning:" in text
+
+
+def test_run_linear_analysis_off(tmp_path):
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(
+        SMALL.format(kind="linear")
+        + "[analysis]\nkernel = false\ncertificates = false\nfeature_learning = false\n"
+    )
+    assert main(["run", str(cfg), "--out", str(tmp_path / "o")]) == 0
+    result = json.loads((tmp_path / "o" / "result.json").read_text())
+    assert "kernel" not in result["analysis"] and "certificates" not in result["analysis"]
+    assert not (tmp_path / "o" / "kernel.png").exists()
+    assert "kernel_eigvals" not in read_npz(tmp_path / "o" / "trajectory.npz")
+
+
+def test_run_multilayer_schur(tmp_path):
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(SMALL.format(kind="multilayer") + "[analysis]\nfeature_learning = false\n")
+    assert main(["run", str(cfg), "--out", str(tmp_path / "o")]) == 0
+    result = json.loads((tmp_path / "o" / "result.json").read_text())
+    cert = result["analysis"]["certificates"]
+    assert cert["passed"], cert
+    assert "schur" in {c["name"] for c in cert["checks"]}
+
+
+@pytest.mark.parametrize(
+    "analysis, match",
+    [
+        ({"kernel": False}, "analysis.certificates: the certificates need"),
+        ({"kernel_chunk": 0}, "analysis.kernel_chunk: must be >= 1"),
+        ({"kernels": True}, "analysis.kernels: unknown key"),
+        ({"rel_tol": "big"}, "analysis.rel_tol: expected"),
+    ],
+)
+def test_analysis_config_errors(analysis, match):
+    with pytest.raises(ConfigError, match=match):
+        validate({"analysis": analysis})
+
+
+def test_default_config_has_analysis():
+    cfg = gflow._config.default_config()
+    assert cfg["analysis"] == {
+        "kernel": True,
+        "certificates": True,
+        "feature_learning": True,
+        "kernel_chunk": None,
+        "rel_tol": 1e-5,
+    }
