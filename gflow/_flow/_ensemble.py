@@ -30,6 +30,7 @@ from ._flatten import FlatProblem, _as_filter_spec, flatten_problem
 from ._sharding import batched_solve, ensemble_mesh, gather, padded_size, replicate, shard_batch
 from ._simulate import (
     _check_int,
+    _check_metrics,
     _check_positive,
     _eta_setting,
     make_solve_fn,
@@ -148,9 +149,8 @@ def batch_problem(
     (problem, B)."""
     n = ensemble_size(params_batch)
     member0 = _member(params_batch, 0)
-    ref = flatten_problem(loss_fn, member0, eta=eta, trainable=trainable)
     try:
-        shape = jax.eval_shape(ref.loss, ref.theta0).shape
+        shape = jax.eval_shape(loss_fn, member0).shape
     except Exception as exc:  # shape errors inside the user's loss
         raise ValueError(
             "params_batch: the loss failed on member 0 "
@@ -159,6 +159,7 @@ def batch_problem(
         ) from None
     if shape != ():
         raise ValueError(f"loss_fn: must return a scalar, got shape {shape}.")
+    ref = flatten_problem(loss_fn, member0, eta=eta, trainable=trainable)
     spec = _as_filter_spec(member0, trainable)
     dyn, frozen = eqx.partition(params_batch, spec)
     theta0 = jax.vmap(lambda tree: ravel_pytree(tree)[0])(dyn)
@@ -230,6 +231,7 @@ def simulate_ensemble(
     _check_positive("dt0", dt0, allow_none=True)
     _check_positive("loss_target", loss_target, allow_none=True)
     max_steps = _check_int("max_steps", max_steps, 1)
+    _check_metrics(metrics)
     ts = default_ts(t0, float(t1)) if ts is None else check_ts(ts, t0, float(t1))
     solver_obj = make_solver(solver)
     if stepsize_controller is None:
