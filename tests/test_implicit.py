@@ -86,3 +86,25 @@ def test_matfree_factory_and_bad_input():
         gflow.matfree_implicit(krylov="lu")
     with pytest.raises(ValueError, match="base"):
         gflow.matfree_implicit("tsit5")
+
+
+def test_checkpointed_path_counts_implicit_evaluations(tmp_path):
+    """`gflow run` integrates in checkpointed segments: its implicit-solver counts must be
+    exact too (sum over segments), and the solution still matches the closed form."""
+    ts = np.linspace(0.0, 2.0, 11)
+    sol = gflow.simulate(
+        _loss,
+        jnp.zeros(5),
+        2.0,
+        eta=ETA,
+        ts=ts,
+        solver="kvaerno5-matfree",
+        rtol=1e-10,
+        atol=1e-12,
+        checkpoint=gflow.Checkpoint(tmp_path / "ck.npz", every_seconds=0, segments=4),
+    )
+    assert sol.success and sol.stats["segments"] == 4
+    st = sol.stats
+    assert st["grad_evals"] > st["num_steps"] and st["hvp_evals"] > 0
+    assert st["grad_equivalents"] == st["grad_evals"] + _implicit.HVP_COST * st["hvp_evals"]
+    np.testing.assert_allclose(sol.final, _exact([2.0])[0], rtol=1e-7, atol=1e-9)

@@ -28,6 +28,7 @@ import jax
 import numpy as np
 
 from .._io import SCHEMA_VERSION, read_npz, to_jsonable, write_npz
+from . import _implicit
 from ._flatten import FlatProblem
 from ._segments import (
     STAT_KEYS,
@@ -220,6 +221,18 @@ def _concat(pieces: list[dict]) -> dict:
     return jax.tree_util.tree_map(lambda *a: np.concatenate(a, axis=0), *pieces)
 
 
+def _counted(before: dict[str, int]) -> dict[str, int]:
+    """Evaluations counted so far: those of earlier processes plus this one's."""
+    now = _implicit.read_counts()
+    return {k: before[k] + int(now.get(k, 0)) for k in before}
+
+
+def _counted_stats(before: dict[str, int], count_evals: bool) -> dict[str, int]:
+    if not count_evals:
+        return {}
+    return {f"counted_{k}": v for k, v in _counted(before).items()}
+
+
 def integrate_checkpointed(
     problem: FlatProblem,
     t0: float,
@@ -243,7 +256,7 @@ def integrate_checkpointed(
     at most one segment's steps). The checkpoint file is left in place; delete it once
     the results are safe.
     """
-    from ._simulate import solution_from_raw  # the shared decoder of raw outputs
+    from ._simulate import evals_per_step, solution_from_raw  # the shared decoder
 
     if isinstance(stepsize_controller, diffrax.StepTo):
         raise ValueError(
@@ -258,6 +271,10 @@ def integrate_checkpointed(
         problem, ts, bounds, settings, save_params, metric_names, checkpoint.identity
     )
     ck = read_checkpoint(path, identity) if checkpoint.resume else None  # before compiling
+    # Solvers without a fixed cost per step (implicit) are counted by host callbacks;
+    # the counts of segments run before an interruption are kept in the checkpoint.
+    count_evals = evals_per_step(solver) is None
+    counted = {"grad": 0, "hvp": 0}
     init, step = make_segment_fns(
         solver=solver,
         stepsize_controller=stepsize_controller,
@@ -266,6 +283,7 @@ def integrate_checkpointed(
         save_params=save_params,
         metrics=metrics,
         loss_target=loss_target,
+        count_evals=count_evals,
     )
     dtype = problem.theta0.dtype
     step_c, carry0, compile_seconds = compile_segment_fns(init, step, problem, t0, t1, ts_pad[0])
@@ -277,6 +295,7 @@ def integrate_checkpointed(
         y, first, run_before = ck["y"], ck["segment"], ck["run_seconds"]
         saved_pieces.append(ck["saved"])
         stats.update({k: ck["stats"][k] for k in STAT_KEYS})
+        counted.update({k: int(ck["stats"].get(f"counted_{k}", 0)) for k in counted})
     else:
         y, first = np.asarray(problem.theta0), 0
         carry = carry0
@@ -291,6 +310,7 @@ def integrate_checkpointed(
             initial=float(bounds[first] - t0),
             bar_format="{l_bar}{bar}| t = {n:.4g} of {total:.4g} [{elapsed}<{remaining}]",
         )
+    _implicit.reset_counts()
     start = last_ck = time.perf_counter()
     out: dict[str, Any] = {}
     stop = None
@@ -324,7 +344,7 @@ def integrate_checkpointed(
                     "run_seconds": run_before + now - start,
                     "carry_leaves": carry_leaves(carry),
                     "saved": _concat(saved_pieces),
-                    "stats": stats,
+                    "stats": {**stats, **_counted_stats(counted, count_evals)},
                 }
                 write_checkpoint(path, identity, state)
                 written += 1
@@ -359,6 +379,7 @@ def integrate_checkpointed(
         settings=settings,
         compile_seconds=compile_seconds,
         run_seconds=run_seconds,
+        counts=_counted(counted) if count_evals else None,
     )
     sol.stats.update(
         segments=n_seg,

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._field import make_event, make_save_fn, make_term
 from ._flatten import FlatProblem
 
 PyTree = Any
@@ -98,6 +99,7 @@ def make_segment_fns(
     save_params: bool = False,
     metrics: Mapping[str, Callable[[PyTree], jax.Array]] | None = None,
     loss_target: float | None = None,
+    count_evals: bool = False,
 ):
     """The pure functions of segmented integration.
 
@@ -107,26 +109,11 @@ def make_segment_fns(
             (t0, t1 traced), recording the loss, gradient norm, metrics (and theta when
             `save_params`) at `ts`; raw["carry"] continues exactly into the next segment.
     """
-    metrics = dict(metrics or {})
     adaptive = isinstance(stepsize_controller, diffrax.AbstractAdaptiveStepSizeController)
     controller = _CarryDt(stepsize_controller) if adaptive else stepsize_controller
-    term = diffrax.ODETerm(lambda t, y, args: args.vector_field(y))
-
-    def save_fn(t, theta, prob):
-        loss, grad = jax.value_and_grad(prob.loss)(theta)
-        out = {"loss": loss, "grad_norm": jnp.linalg.norm(grad)}
-        if metrics:
-            params = prob.params(theta)
-            out["metrics"] = {name: fn(params) for name, fn in metrics.items()}
-        if save_params:
-            out["theta"] = theta
-        return out
-
-    conds = {"diverged": lambda t, y, args, **kw: jnp.logical_not(jnp.all(jnp.isfinite(y)))}
-    if loss_target is not None:
-        target = float(loss_target)
-        conds["loss_target"] = lambda t, y, args, **kw: args.loss(y) <= target
-    event = diffrax.Event(conds)
+    term = make_term(count_evals)
+    save_fn = make_save_fn(metrics, save_params)
+    event = make_event(loss_target)
 
     def init(prob: FlatProblem, y0, t0, t1) -> dict[str, Any]:
         order = solver.error_order(term)

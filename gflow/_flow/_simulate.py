@@ -20,6 +20,7 @@ import numpy as np
 
 from . import _implicit
 from ._checkpoint import Checkpoint, integrate_checkpointed
+from ._field import make_event, make_save_fn, make_term
 from ._flatten import FlatProblem, flatten_problem
 from ._solution import Solution
 from ._times import check_ts, default_ts
@@ -163,36 +164,10 @@ def make_solve_fn(
     `count_evals=True`, which counts vector-field evaluations with a host callback
     (`_implicit.counted_field`) for solvers whose cost per step is not fixed.
     """
-    metrics = dict(metrics or {})
     t0, t1 = float(t0), float(t1)
-
-    def save_fn(t, theta, prob):
-        loss, grad = jax.value_and_grad(prob.loss)(theta)
-        out = {"loss": loss, "grad_norm": jnp.linalg.norm(grad)}
-        if metrics:
-            params = prob.params(theta)
-            out["metrics"] = {name: fn(params) for name, fn in metrics.items()}
-        if save_params:
-            out["theta"] = theta
-        return out
-
-    def diverged(t, y, args, **kwargs):
-        return jnp.logical_not(jnp.all(jnp.isfinite(y)))
-
-    conds = {"diverged": diverged}
-    if loss_target is not None:
-        target = float(loss_target)
-
-        def reached(t, y, args, **kwargs):
-            return args.loss(y) <= target
-
-        conds["loss_target"] = reached
-    event = diffrax.Event(conds)
-
-    if count_evals:
-        term = diffrax.ODETerm(lambda t, y, args: _implicit.counted_field(args.vector_field)(y))
-    else:
-        term = diffrax.ODETerm(lambda t, y, args: args.vector_field(y))
+    save_fn = make_save_fn(metrics, save_params)
+    event = make_event(loss_target)
+    term = make_term(count_evals)
     meter = diffrax.TqdmProgressMeter(refresh_steps=50) if progress else diffrax.NoProgressMeter()
 
     def run(prob: FlatProblem, ts_arr: jax.Array) -> dict[str, Any]:
