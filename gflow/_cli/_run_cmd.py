@@ -14,10 +14,11 @@ def add_parser(sub) -> None:
         help="simulate one configuration and write result.json, trajectory.npz, loss.png",
         description=(
             "Simulate the gradient flow for one TOML configuration (tables [data], [model], "
-            "[flow], [output]; see docs/config.md). Without CONFIG it runs the built-in "
-            "default: a two-layer mean-field network with d >= n, which converges at a linear "
-            "rate. Writes DIR/result.json, DIR/trajectory.npz, DIR/loss.png and "
-            "DIR/config.toml, and prints the fitted loss decay. The run is checkpointed to "
+            "[flow], [analysis], [output]; see docs/config.md). Without CONFIG it runs the "
+            "built-in default: a two-layer mean-field network with d >= n, which converges at "
+            "a linear rate. Writes DIR/result.json, DIR/trajectory.npz, DIR/loss.png, "
+            "DIR/kernel.png (when the kernel is recorded) and DIR/config.toml, and prints the "
+            "fitted loss decay and the bound certificates (docs/analysis.md). The run is checkpointed to "
             "DIR/checkpoint.npz ([output] checkpoint_seconds); Ctrl-C stops it cleanly and "
             "--resume continues it. Exit status: 0 completed, 1 not completed (partial "
             "results saved), 2 bad input, 130 interrupted."
@@ -49,7 +50,9 @@ def run(args: argparse.Namespace) -> int:
     progress = False if args.no_progress else None
     result = run_config(cfg, args.out, progress=progress, resume=args.resume)
     print(verdict(result))
-    print(f"wrote {args.out}/result.json, trajectory.npz, loss.png, config.toml")
+    out = Path(args.out)
+    files = ["result.json", "trajectory.npz", "loss.png", "kernel.png", "config.toml"]
+    print(f"wrote {out}/" + ", ".join(f for f in files if (out / f).is_file()))
     if result["result"] == "interrupted":
         return 130
     return 0 if result["completed"] else 1
