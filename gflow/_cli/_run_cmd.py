@@ -18,8 +18,9 @@ def add_parser(sub) -> None:
             "built-in default: a two-layer mean-field network with d >= n, which converges at "
             "a linear rate. Writes DIR/result.json, DIR/trajectory.npz, DIR/loss.png, "
             "DIR/kernel.png (when the kernel is recorded) and DIR/config.toml, and prints the "
-            "fitted loss decay and the bound certificates (docs/analysis.md). The run is checkpointed to "
-            "DIR/checkpoint.npz ([output] checkpoint_seconds); Ctrl-C stops it cleanly and "
+            "fitted loss decay and the bound certificates (docs/analysis.md). The run is "
+            "checkpointed to DIR/checkpoint.npz ([output] checkpoint_seconds); Ctrl-C stops "
+            "it cleanly and "
             "--resume continues it. Exit status: 0 completed, 1 not completed (partial "
             "results saved), 2 bad input, 130 interrupted."
         ),
