@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._field import make_event, make_save_fn, make_term
+from ._field import make_event, make_save_fn, make_term, watches_divergence
 from ._flatten import FlatProblem
 
 PyTree = Any
@@ -113,7 +113,7 @@ def make_segment_fns(
     controller = _CarryDt(stepsize_controller) if adaptive else stepsize_controller
     term = make_term(count_evals)
     save_fn = make_save_fn(metrics, save_params)
-    event = make_event(loss_target)
+    event = make_event(loss_target, divergence=watches_divergence(stepsize_controller))
 
     def init(prob: FlatProblem, y0, t0, t1) -> dict[str, Any]:
         order = solver.error_order(term)

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import _implicit
 from ._checkpoint import Checkpoint, integrate_checkpointed
-from ._field import make_event, make_save_fn, make_term
+from ._field import make_event, make_save_fn, make_term, watches_divergence
 from ._flatten import FlatProblem, flatten_problem
 from ._solution import Solution
 from ._times import check_ts, default_ts
@@ -166,7 +166,7 @@ def make_solve_fn(
     """
     t0, t1 = float(t0), float(t1)
     save_fn = make_save_fn(metrics, save_params)
-    event = make_event(loss_target)
+    event = make_event(loss_target, divergence=watches_divergence(stepsize_controller))
     term = make_term(count_evals)
     meter = diffrax.TqdmProgressMeter(refresh_steps=50) if progress else diffrax.NoProgressMeter()
 
@@ -290,7 +290,7 @@ def solution_from_raw(
     2 * hvp_evals (a Hessian-vector product costs about two gradients)."""
     name, diffrax_message = _decode_result(int(out["result"]))
     mask = out["event_mask"]
-    diverged_flag = name == "event_occurred" and bool(mask["diverged"])
+    diverged_flag = name == "event_occurred" and bool(mask.get("diverged", False))
     target_flag = name == "event_occurred" and bool(mask.get("loss_target", False))
     t_final = float(out["t_final"])
     ts_all = np.asarray(out["ts"], dtype=np.float64)
