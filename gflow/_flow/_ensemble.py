@@ -29,16 +29,12 @@ from jax.flatten_util import ravel_pytree
 from ._flatten import FlatProblem, _as_filter_spec, flatten_problem
 from ._sharding import batched_solve, ensemble_mesh, gather, padded_size, replicate, shard_batch
 from ._simulate import (
-    _check_int,
-    _check_metrics,
-    _check_positive,
     _eta_setting,
     make_solve_fn,
-    make_solver,
+    prepare_flow,
     solution_from_raw,
 )
 from ._solution import Solution
-from ._times import check_ts, default_ts
 
 PyTree = Any
 
@@ -222,28 +218,19 @@ def simulate_ensemble(
         floating-point round-off (each member keeps its own adaptive steps and events).
         The run costs as much as the slowest member per device (see module docstring).
     """
-    _check_positive("t1", t1)
-    t0 = float(t0)
-    if not np.isfinite(t0) or not float(t1) > t0:
-        raise ValueError(f"t1: must be greater than t0 = {t0}, got {t1}.")
-    _check_positive("rtol", rtol)
-    _check_positive("atol", atol)
-    _check_positive("dt0", dt0, allow_none=True)
-    _check_positive("loss_target", loss_target, allow_none=True)
-    max_steps = _check_int("max_steps", max_steps, 1)
-    _check_metrics(metrics)
-    ts = default_ts(t0, float(t1)) if ts is None else check_ts(ts, t0, float(t1))
-    solver_obj = make_solver(solver)
-    if stepsize_controller is None:
-        if not isinstance(solver_obj, diffrax.AbstractAdaptiveSolver):
-            if dt0 is None:
-                raise ValueError(
-                    f"dt0: solver {type(solver_obj).__name__} has no error estimate, so it "
-                    "needs a constant step; pass dt0."
-                )
-            stepsize_controller = diffrax.ConstantStepSize()
-        else:
-            stepsize_controller = diffrax.PIDController(rtol=rtol, atol=atol)
+    t0, ts, max_steps, solver_obj, stepsize_controller = prepare_flow(
+        t1,
+        t0=t0,
+        ts=ts,
+        rtol=rtol,
+        atol=atol,
+        dt0=dt0,
+        max_steps=max_steps,
+        loss_target=loss_target,
+        metrics=metrics,
+        solver=solver,
+        stepsize_controller=stepsize_controller,
+    )
     problem, n = batch_problem(loss_fn, params_batch, eta=eta, trainable=trainable)
 
     mesh = ensemble_mesh(devices)

@@ -399,6 +399,49 @@ def _eta_setting(eta: Any) -> Any:
     return "per-leaf"
 
 
+def prepare_flow(
+    t1: float,
+    *,
+    t0: float,
+    ts: Any,
+    rtol: float,
+    atol: float,
+    dt0: float | None,
+    max_steps: int,
+    loss_target: float | None,
+    metrics: Mapping[str, Callable] | None,
+    solver: str | diffrax.AbstractSolver | None,
+    stepsize_controller: diffrax.AbstractStepSizeController | None,
+) -> tuple[float, np.ndarray, int, diffrax.AbstractSolver, diffrax.AbstractStepSizeController]:
+    """Check the arguments every gradient-flow front end shares (before anything is
+    compiled) and choose the solver and controller: PID(rtol, atol) for adaptive
+    solvers, a constant step dt0 otherwise. Returns (t0, ts, max_steps, solver,
+    controller)."""
+    _check_positive("t1", t1)
+    t0 = float(t0)
+    if not np.isfinite(t0) or not float(t1) > t0:
+        raise ValueError(f"t1: must be greater than t0 = {t0}, got {t1}.")
+    _check_positive("rtol", rtol)
+    _check_positive("atol", atol)
+    _check_positive("dt0", dt0, allow_none=True)
+    _check_positive("loss_target", loss_target, allow_none=True)
+    max_steps = _check_int("max_steps", max_steps, 1)
+    _check_metrics(metrics)
+    ts = default_ts(t0, float(t1)) if ts is None else check_ts(ts, t0, float(t1))
+    solver_obj = make_solver(solver)
+    if stepsize_controller is None:
+        if isinstance(solver_obj, diffrax.AbstractAdaptiveSolver):
+            stepsize_controller = diffrax.PIDController(rtol=rtol, atol=atol)
+        else:
+            if dt0 is None:
+                raise ValueError(
+                    f"dt0: solver {type(solver_obj).__name__} has no error estimate, so it "
+                    "needs a constant step; pass dt0 (or use gradient_descent for GD)."
+                )
+            stepsize_controller = diffrax.ConstantStepSize()
+    return t0, ts, max_steps, solver_obj, stepsize_controller
+
+
 def simulate(
     loss_fn: Callable[[PyTree], jax.Array],
     params: PyTree,
@@ -448,29 +491,20 @@ def simulate(
         A `Solution`. Failures (step limit, divergence, interruption) are reported in it,
         not raised.
     """
-    _check_positive("t1", t1)
-    t0 = float(t0)
-    if not np.isfinite(t0) or not float(t1) > t0:
-        raise ValueError(f"t1: must be greater than t0 = {t0}, got {t1}.")
-    _check_positive("rtol", rtol)
-    _check_positive("atol", atol)
-    _check_positive("dt0", dt0, allow_none=True)
-    _check_positive("loss_target", loss_target, allow_none=True)
-    max_steps = _check_int("max_steps", max_steps, 1)
-    _check_metrics(metrics)
-    ts = default_ts(t0, float(t1)) if ts is None else check_ts(ts, t0, float(t1))
-    solver_obj = make_solver(solver)
+    t0, ts, max_steps, solver_obj, stepsize_controller = prepare_flow(
+        t1,
+        t0=t0,
+        ts=ts,
+        rtol=rtol,
+        atol=atol,
+        dt0=dt0,
+        max_steps=max_steps,
+        loss_target=loss_target,
+        metrics=metrics,
+        solver=solver,
+        stepsize_controller=stepsize_controller,
+    )
     problem = flatten_problem(loss_fn, params, eta=eta, trainable=trainable)
-    if stepsize_controller is None:
-        if isinstance(solver_obj, diffrax.AbstractAdaptiveSolver):
-            stepsize_controller = diffrax.PIDController(rtol=rtol, atol=atol)
-        else:
-            if dt0 is None:
-                raise ValueError(
-                    f"dt0: solver {type(solver_obj).__name__} has no error estimate, so it "
-                    "needs a constant step; pass dt0 (or use gradient_descent for GD)."
-                )
-            stepsize_controller = diffrax.ConstantStepSize()
     settings = {
         "method": "gradient_flow",
         "solver": type(solver_obj).__name__,
