@@ -48,6 +48,8 @@ def peak_rss_bytes() -> int:
 
 def stages(solver) -> int:
     """Runge-Kutta stages kept during one step (the tableau's size)."""
+    if isinstance(solver, gflow.LowStorageRK4):
+        return solver.num_stages
     tableau = getattr(solver, "tableau", None)
     if tableau is not None:
         return int(tableau.num_stages)
@@ -67,7 +69,9 @@ def program_memory(model, data, solver, args, target) -> dict[str, float]:
     from gflow._problem import mse_problem
 
     loss_fn, _ = mse_problem(model, data)
-    prob = flatten_problem(loss_fn, model, eta=model.eta(), trainable=model.trainable())
+    prob = flatten_problem(
+        loss_fn, model, eta=model.eta(), trainable=model.trainable(), state=args.state
+    )
     run = make_solve_fn(
         0.0,
         args.t1,
@@ -79,7 +83,7 @@ def program_memory(model, data, solver, args, target) -> dict[str, float]:
     )
     ts = np.concatenate([[0.0], np.geomspace(1e-3, args.t1, 40)])
     ma = jax.jit(run).lower(prob, ts).compile().memory_analysis()
-    state = prob.theta0.size * prob.theta0.dtype.itemsize
+    state = prob.n_params * prob.dtype.itemsize
     return {
         "arguments": ma.argument_size_in_bytes / state,
         "outputs": ma.output_size_in_bytes / state,
@@ -96,7 +100,10 @@ def main() -> None:
     parser.add_argument("--d", type=int, default=64)
     parser.add_argument("--drop", type=float, default=1e-8, help="stop at loss0 * drop")
     parser.add_argument("--t1", type=float, default=1e4, help="time limit")
-    parser.add_argument("--solver", default="tsit5")
+    parser.add_argument("--solver", default="lserk4", help="lserk4 (default) or tsit5, ...")
+    parser.add_argument(
+        "--state", default="tree", choices=["tree", "flat"], help="gflow.simulate(state=)"
+    )
     # 1e-6: half the steps of 1e-8 (48 vs 102 at width 1e4), same stop within 3% in t
     parser.add_argument("--rtol", type=float, default=1e-6)
     parser.add_argument("--atol", type=float, default=1e-12)
@@ -133,6 +140,7 @@ def main() -> None:
         rtol=args.rtol,
         atol=args.atol,
         loss_target=target,
+        state=args.state,
     )
     wall = time.perf_counter() - wall0
     peak = peak_rss_bytes()
@@ -154,6 +162,7 @@ def main() -> None:
         "n_params": n_params,
         "state_bytes": state,
         "solver": type(solver).__name__,
+        "state": args.state,
         "stages": k,
         "rtol": args.rtol,
         "atol": args.atol,

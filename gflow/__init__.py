@@ -62,6 +62,7 @@ from ._flow._ensemble import stack_params as stack_params
 from ._flow._flatten import FlatProblem as FlatProblem
 from ._flow._flatten import flatten_problem as flatten_problem
 from ._flow._implicit import matfree_implicit as matfree_implicit
+from ._flow._lowstorage import LowStorageRK4 as LowStorageRK4
 from ._flow._modified import modified_loss as modified_loss
 from ._flow._modified import simulate_modified as simulate_modified
 from ._flow._sharding import ensemble_mesh as ensemble_mesh

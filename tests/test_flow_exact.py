@@ -67,7 +67,13 @@ def test_per_leaf_eta_closed_form():
 
 @pytest.mark.parametrize(
     "solver, order",
-    [(diffrax.Euler(), 1), (diffrax.Heun(), 2), (diffrax.Bosh3(), 3), (diffrax.Dopri5(), 5)],
+    [
+        (diffrax.Euler(), 1),
+        (diffrax.Heun(), 2),
+        (diffrax.Bosh3(), 3),
+        (gflow.LowStorageRK4(), 4),
+        (diffrax.Dopri5(), 5),
+    ],
 )
 def test_convergence_order(solver, order):
     """Global error at t1 with constant steps h scales like h^order (log-log slope)."""
@@ -81,6 +87,7 @@ def test_convergence_order(solver, order):
         1: [0.4, 0.2, 0.1, 0.05],
         2: [0.4, 0.2, 0.1, 0.05],
         3: [0.8, 0.4, 0.2, 0.1],
+        4: [0.8, 0.4, 0.2, 0.1],
         5: [1.0, 0.5, 0.25, 0.125],
     }[order]
     errs = []

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _implicit
+from ._flatten import tree_all_finite, tree_norm
 
 PyTree = Any
 
@@ -25,12 +26,12 @@ def make_save_fn(
 
     def save_fn(t, theta, prob):
         loss, grad = jax.value_and_grad(prob.loss)(theta)
-        out = {"loss": loss, "grad_norm": jnp.linalg.norm(grad)}
+        out = {"loss": loss, "grad_norm": tree_norm(grad)}
         if metrics:
             params = prob.params(theta)
             out["metrics"] = {name: fn(params) for name, fn in metrics.items()}
         if save_params:
-            out["theta"] = theta
+            out["theta"] = prob.ravel(theta)
         return out
 
     return save_fn
@@ -49,7 +50,7 @@ def make_event(loss_target: float | None, *, divergence: bool = True) -> diffrax
     if divergence:
 
         def diverged(t, y, args, **kwargs):
-            return jnp.logical_not(jnp.all(jnp.isfinite(y)))
+            return jnp.logical_not(tree_all_finite(y))
 
         conds["diverged"] = diverged
     if loss_target is not None:

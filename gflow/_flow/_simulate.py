@@ -21,7 +21,8 @@ import numpy as np
 from . import _implicit
 from ._checkpoint import Checkpoint, integrate_checkpointed
 from ._field import make_event, make_save_fn, make_term, watches_divergence
-from ._flatten import FlatProblem, flatten_problem
+from ._flatten import FlatProblem, flatten_problem, tree_norm
+from ._lowstorage import LowStorageRK4
 from ._solution import Solution
 from ._times import check_ts, default_ts
 
@@ -43,6 +44,8 @@ SOLVERS: dict[str, Callable[[], diffrax.AbstractSolver]] = {
     # Matrix-free Newton-Krylov (Hessian-vector products, no P x P Jacobian); _implicit.py.
     "kvaerno3-matfree": lambda: _implicit.matfree_implicit("kvaerno3"),
     "kvaerno5-matfree": lambda: _implicit.matfree_implicit("kvaerno5"),
+    # 2N-storage fourth order: 6 state vectors per step whatever the stages; _lowstorage.py.
+    "lserk4": LowStorageRK4,
 }
 
 
@@ -66,6 +69,8 @@ def evals_per_step(solver: diffrax.AbstractSolver) -> tuple[int, int] | None:
     solvers, whose Newton iterations vary)."""
     if isinstance(solver, diffrax.Euler):
         return 1, 0
+    if isinstance(solver, LowStorageRK4):  # 4 stages + f(y1), which is the next f(y0)
+        return LowStorageRK4.num_stages, 1
     tableau = getattr(solver, "tableau", None)
     if isinstance(solver, diffrax.AbstractERK) and isinstance(tableau, diffrax.ButcherTableau):
         if tableau.fsal:
@@ -121,7 +126,7 @@ def _decode_result(code: int) -> tuple[str, str]:
 
 def _blowup_hint(theta0: Any, theta: np.ndarray, t: float) -> str:
     """A note when the state grew by over 1e3 (or overflowed) before a step-limit stop."""
-    a, b = float(np.linalg.norm(np.asarray(theta0))), float(np.linalg.norm(theta))
+    a, b = float(tree_norm(theta0)), float(np.linalg.norm(theta))
     if np.isfinite(b) and b <= 1e3 * max(a, 1e-300):
         return ""
     return (
@@ -193,7 +198,7 @@ def make_solve_fn(
             "ts": sol.ts[0],
             "saved": saved,
             "t_final": sol.ts[1][-1],
-            "theta_final": last[-1],
+            "theta_final": jax.tree_util.tree_map(lambda a: a[-1], last),
             "result": sol.result._value,
             "event_mask": sol.event_mask,
             "stats": {
@@ -241,7 +246,7 @@ def integrate(
         progress=progress,
         count_evals=count_evals,
     )
-    ts_arr = jnp.asarray(ts, dtype=problem.theta0.dtype)
+    ts_arr = jnp.asarray(ts, dtype=problem.dtype)
     start = time.perf_counter()
     compiled = jax.jit(run).lower(problem, ts_arr).compile()
     compile_seconds = time.perf_counter() - start
@@ -295,7 +300,7 @@ def solution_from_raw(
     t_final = float(out["t_final"])
     ts_all = np.asarray(out["ts"], dtype=np.float64)
     ts_kept, saved = _trim(out["saved"], ts_all, t_final)
-    theta_final = np.asarray(out["theta_final"])
+    theta_final = np.asarray(problem.ravel(out["theta_final"]))
     # A non-finite loss at a reached save time (the state itself still finite) is a
     # divergence too: the record was cut there, so the run must not count as complete.
     if ts_kept.size < int(np.sum(np.isfinite(ts_all) & (ts_all <= t_final))):
@@ -353,11 +358,11 @@ def solution_from_raw(
 
     params_traj = None
     if save_params:
-        params_traj = jax.vmap(problem.params)(jnp.asarray(saved["theta"]))
+        params_traj = jax.vmap(problem.to_params)(jnp.asarray(saved["theta"]))
         params_traj = jax.tree_util.tree_map(np.asarray, params_traj)
     final = jax.tree_util.tree_map(
         lambda a: np.asarray(a) if isinstance(a, jax.Array) else a,
-        problem.params(jnp.asarray(theta_final)),
+        problem.to_params(jnp.asarray(theta_final)),
     )
     return Solution(
         ts=ts_kept,
@@ -462,6 +467,7 @@ def simulate(
     loss_target: float | None = None,
     progress: bool = False,
     checkpoint: Checkpoint | None = None,
+    state: str = "flat",
 ) -> Solution:
     """Simulate the gradient flow  d theta/dt = -eta * grad L(theta)  from `params`.
 
@@ -486,6 +492,10 @@ def simulate(
         progress: show a progress bar.
         checkpoint: a `Checkpoint` to integrate in time segments and checkpoint (and
             resume) the run; None integrates in one solve (see docs/reliability.md).
+        state: "flat" (default: theta is one raveled vector) or "tree" (the trainable
+            pytree is integrated as it is, eta per leaf): the same flow with 3-4 state
+            vectors less memory; with solver="lserk4" a step fits in (5 + 4) state
+            vectors + data (docs/scaling.md). Not with `checkpoint`.
 
     Returns:
         A `Solution`. Failures (step limit, divergence, interruption) are reported in it,
@@ -504,7 +514,12 @@ def simulate(
         solver=solver,
         stepsize_controller=stepsize_controller,
     )
-    problem = flatten_problem(loss_fn, params, eta=eta, trainable=trainable)
+    if state == "tree" and checkpoint is not None:
+        raise ValueError(
+            "state: 'tree' is not supported with checkpoint (checkpoints store the flat "
+            "state); use state='flat' to checkpoint, or drop checkpoint."
+        )
+    problem = flatten_problem(loss_fn, params, eta=eta, trainable=trainable, state=state)
     settings = {
         "method": "gradient_flow",
         "solver": type(solver_obj).__name__,
@@ -517,8 +532,9 @@ def simulate(
         "t1": float(t1),
         "eta": _eta_setting(eta),
         "loss_target": loss_target,
-        "n_params": int(problem.theta0.size),
-        "dtype": str(problem.theta0.dtype),
+        "n_params": problem.n_params,
+        "dtype": str(problem.dtype),
+        "state": state,
     }
     if checkpoint is not None:
         if not isinstance(checkpoint, Checkpoint):
@@ -596,8 +612,8 @@ def gradient_descent(
         "t1": float(grid[-1]),
         "eta": _eta_setting(eta),
         "loss_target": loss_target,
-        "n_params": int(problem.theta0.size),
-        "dtype": str(problem.theta0.dtype),
+        "n_params": problem.n_params,
+        "dtype": str(problem.dtype),
     }
     return integrate(
         problem,
