@@ -188,7 +188,7 @@ def main() -> None:
         "peak_over_state": used / state,
         "within_bound": bool(used <= bound),
         "load_average_after": list(os.getloadavg()),
-        "machine": f"{os.cpu_count()} CPU cores, shared with other jobs while measuring",
+        "machine": f"{os.cpu_count()} CPU cores (see load_average_after for other load)",
         "versions": versions(),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -170,7 +170,7 @@ def latency(out: str, *, quick: bool = False, repeats: int | None = None) -> dic
     fresh Python process so nothing is cached."""
     start = time.perf_counter()
     runs = []
-    for _ in range(repeats or (1 if quick else 3)):
+    for _ in range(repeats or (1 if quick else 5)):
         proc = subprocess.run(
             [sys.executable, "-c", _LATENCY_SCRIPT], capture_output=True, text=True, check=True
         )

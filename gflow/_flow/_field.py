@@ -17,6 +17,13 @@ from ._flatten import tree_all_finite, tree_norm
 PyTree = Any
 
 
+# The solve is never differentiated (gradients of the loss are taken inside the vector
+# field, not through diffeqsolve), so the forward-only adjoint is enough. It lowers the
+# step loop as a plain while loop instead of a checkpointed one: the same numbers, about
+# 0.5 s less tracing on the default problem (docs/benchmarks.md, first-call latency).
+FORWARD = diffrax.ForwardMode()
+
+
 def make_save_fn(
     metrics: Mapping[str, Callable[[PyTree], jax.Array]] | None, save_params: bool
 ) -> Callable:

@@ -145,7 +145,7 @@ def matfree_implicit(
     root_finder = diffrax.with_stepsize_controller_tols(optx.Newton)(
         linear_solver=CountingLinearSolver(inner)
     )
-    return IMPLICIT_BASES[base](root_finder=root_finder)
+    return IMPLICIT_BASES[base](root_finder=root_finder, scan_kind="lax")
 
 
 def is_matfree(solver: diffrax.AbstractSolver) -> bool:

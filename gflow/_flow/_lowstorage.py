@@ -68,6 +68,7 @@ def butcher_tableau() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             for l in range(j + 1, i + 1):
                 p *= _A[l]
             d[i][j] = p
+
     def weight(stop: int, j: int) -> Fraction:
         return sum((_B[m] * d[m][j] for m in range(stop)), Fraction(0))
 

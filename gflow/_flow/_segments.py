@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._field import make_event, make_save_fn, make_term, watches_divergence
+from ._field import FORWARD, make_event, make_save_fn, make_term, watches_divergence
 from ._flatten import FlatProblem
 
 PyTree = Any
@@ -139,6 +139,7 @@ def make_segment_fns(
             stepsize_controller=controller,
             event=event,
             max_steps=max_steps,
+            adjoint=FORWARD,
             throw=False,
             solver_state=carry["solver"],
             controller_state=carry["controller"],

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import _implicit
 from ._checkpoint import Checkpoint, integrate_checkpointed
-from ._field import make_event, make_save_fn, make_term, watches_divergence
+from ._field import FORWARD, make_event, make_save_fn, make_term, watches_divergence
 from ._flatten import FlatProblem, flatten_problem, tree_norm
 from ._lowstorage import LowStorageRK4
 from ._solution import Solution
@@ -28,18 +28,25 @@ from ._times import check_ts, default_ts
 
 PyTree = Any
 
+
+def _rk(cls: type) -> Callable[[], diffrax.AbstractSolver]:
+    """A Runge-Kutta solver whose stage loop is a plain `lax.scan` (the solve is never
+    differentiated, so diffrax's checkpointed scan is not needed; faster to trace)."""
+    return functools.partial(cls, scan_kind="lax")
+
+
 SOLVERS: dict[str, Callable[[], diffrax.AbstractSolver]] = {
     "euler": diffrax.Euler,
-    "heun": diffrax.Heun,
-    "midpoint": diffrax.Midpoint,
-    "ralston": diffrax.Ralston,
-    "bosh3": diffrax.Bosh3,
-    "tsit5": diffrax.Tsit5,
-    "dopri5": diffrax.Dopri5,
-    "dopri8": diffrax.Dopri8,
-    "kvaerno3": diffrax.Kvaerno3,
-    "kvaerno4": diffrax.Kvaerno4,
-    "kvaerno5": diffrax.Kvaerno5,
+    "heun": _rk(diffrax.Heun),
+    "midpoint": _rk(diffrax.Midpoint),
+    "ralston": _rk(diffrax.Ralston),
+    "bosh3": _rk(diffrax.Bosh3),
+    "tsit5": _rk(diffrax.Tsit5),
+    "dopri5": _rk(diffrax.Dopri5),
+    "dopri8": _rk(diffrax.Dopri8),
+    "kvaerno3": _rk(diffrax.Kvaerno3),
+    "kvaerno4": _rk(diffrax.Kvaerno4),
+    "kvaerno5": _rk(diffrax.Kvaerno5),
     "implicit_euler": diffrax.ImplicitEuler,
     # Matrix-free Newton-Krylov (Hessian-vector products, no P x P Jacobian); _implicit.py.
     "kvaerno3-matfree": lambda: _implicit.matfree_implicit("kvaerno3"),
@@ -52,7 +59,7 @@ SOLVERS: dict[str, Callable[[], diffrax.AbstractSolver]] = {
 def make_solver(solver: str | diffrax.AbstractSolver | None) -> diffrax.AbstractSolver:
     """A diffrax solver from a name (see `SOLVERS`) or a solver object (returned as is)."""
     if solver is None:
-        return diffrax.Tsit5()
+        return SOLVERS["tsit5"]()
     if isinstance(solver, diffrax.AbstractSolver):
         return solver
     if isinstance(solver, str) and solver.lower() in SOLVERS:
@@ -190,6 +197,7 @@ def make_solve_fn(
             stepsize_controller=stepsize_controller,
             event=event,
             max_steps=max_steps,
+            adjoint=FORWARD,
             throw=False,
             progress_meter=meter,
         )
@@ -246,13 +254,15 @@ def integrate(
         progress=progress,
         count_evals=count_evals,
     )
-    ts_arr = jnp.asarray(ts, dtype=problem.dtype)
+    # The save times are a constant of the program (one solve, compiled once), so XLA
+    # folds diffrax's checks on them away at compile time.
+    ts_const = np.asarray(ts, dtype=problem.dtype)
     start = time.perf_counter()
-    compiled = jax.jit(run).lower(problem, ts_arr).compile()
+    compiled = jax.jit(lambda prob: run(prob, ts_const)).lower(problem).compile()
     compile_seconds = time.perf_counter() - start
     _implicit.reset_counts()
     start = time.perf_counter()
-    out = jax.block_until_ready(compiled(problem, ts_arr))
+    out = jax.block_until_ready(compiled(problem))
     run_seconds = time.perf_counter() - start
     counts = _implicit.read_counts() if count_evals else None
     return solution_from_raw(
