@@ -7,7 +7,7 @@ import numpy as np
 
 from gflow._bench import _common as c
 from gflow._bench import _orders, _work
-from gflow._bench._machine import step_cost
+from gflow._bench._machine import roofline_seconds, step_cost
 from gflow._cli._main import main
 
 
@@ -45,6 +45,12 @@ def test_interp_and_step_cost():
     cost = step_cost(64, 1024, 16)
     assert cost["n_params"] == 1024 * 17
     assert cost["grad_flops"] == 4 * 64 * 1024 * 16 + 12 * 64 * 1024
+    # the roofline takes, per kind of kernel, whichever limit binds
+    lim = {"matmul_flops_per_s": 1e10, "bandwidth_bytes_per_s": 1e10, "tanh_per_s": 1e8}
+    roof = roofline_seconds(cost, lim)
+    assert np.isclose(roof["grad_elementwise"], 64 * 1024 / 1e8)  # tanh-bound
+    assert np.isclose(roof["grad_dots"], cost["grad_dot_flops"] / 1e10)  # FLOP-bound
+    assert np.isclose(roof["step"], 6 * roof["grad"] + roof["vector"])
 
 
 def test_work_precision_rows_consistent(tmp_path, monkeypatch):

@@ -42,7 +42,7 @@ def machine() -> dict[str, Any]:
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
         "loadavg_at_start": list(os.getloadavg()),
-        "note": "2-core machine shared with other engineers; prefer the within-run ratios.",
+        "note": "other load on the machine shows in loadavg_at_start; prefer within-run ratios.",
     }
 
 

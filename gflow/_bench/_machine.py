@@ -35,50 +35,84 @@ def _time(fn, *args, repeats: int = 5) -> float:
     return statistics.median(times)
 
 
-def limits(size: int = 2048, stream_mb: int = 256) -> dict[str, float]:
-    """Measured f64 matmul FLOP/s (2 size^3 / t) and memory bandwidth: a read-only
-    reduction over a stream_mb MB array (bytes / t; no output buffer, so no page-fault
-    cost of fresh allocations), and a read + write a * x + b for comparison."""
+def limits(size: int = 2048, stream_mb: int = 256, n_tanh: int = 1 << 22) -> dict[str, float]:
+    """Measured machine limits: f64 matmul FLOP/s (2 size^3 / t); memory bandwidth, a
+    read-only reduction over a stream_mb MB array (bytes / t; no output buffer, so no
+    page-fault cost of fresh allocations), and a read + write a * x + b for comparison;
+    and f64 tanh throughput (evaluations / s of sum(tanh(x)), compute-bound: a tanh is a
+    rational approximation of a few dozen operations, not one FLOP)."""
     a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float64)
     t_mm = _time(jax.jit(lambda x: x @ x), a)
     x = jnp.ones((stream_mb * 2**20 // 8,), jnp.float64)
     t_read = _time(jax.jit(jnp.sum), x)
     t_rw = _time(jax.jit(lambda v: 2.0 * v + 1.0), x)
+    z = jax.random.normal(jax.random.PRNGKey(1), (n_tanh,), jnp.float64)
+    t_tanh = _time(jax.jit(lambda v: jnp.sum(jnp.tanh(v))), z)
     return {
         "matmul_size": size,
         "matmul_flops_per_s": 2.0 * size**3 / t_mm,
         "stream_bytes": x.nbytes,
         "bandwidth_bytes_per_s": x.nbytes / t_read,
         "read_write_bandwidth_bytes_per_s": 2.0 * x.nbytes / t_rw,
+        "tanh_per_s": n_tanh / t_tanh,
     }
 
 
 def step_cost(n: int, m: int, d: int) -> dict[str, float]:
-    """FLOPs and minimum bytes (f64) of one gradient and of one Tsit5 step (6 new
-    evaluations, FSAL) on the two-layer loss with P = m (d + 1) parameters.
+    """FLOPs, minimum bytes (f64) and tanh evaluations of one gradient and of one Tsit5
+    step (6 new evaluations, FSAL) on the two-layer loss with P = m (d + 1) parameters.
 
-    Gradient: Z = X W^T (2nmd), A = tanh Z, f = A c / m (2nm), r = f - y,
-    grad c = A^T r (2nm), dZ = (r c^T / m) * (1 - A^2) (4nm), grad W = dZ^T X (2nmd).
-    Bytes: read X, W, c; write and read back Z/A (n m) twice; write grad W, grad c.
+    Gradient, as two kinds of kernels:
+      - the two matmuls Z = X W^T and grad W = dZ^T X (4nmd FLOPs; bytes: read X, W and
+        dZ, write Z and grad W);
+      - the elementwise passes A = tanh Z, f = A c / m, grad c = A^T r,
+        dZ = (r c^T / m) * (1 - A^2) (12nm FLOPs besides nm tanh evaluations; bytes: read
+        Z, write A, read A, write dZ, read c, write grad c).
     Tsit5 vector algebra: stage i forms y + h sum_{j<i} a_ij k_j (i + 1 reads, 1 write,
     2i FLOPs per entry) for i = 1..6, then the solution and error estimate (about 16
     reads/writes, 26 FLOPs per entry), and eta * grad per evaluation (2 reads, 1 write).
     """
     p = m * (d + 1)
-    grad_flops = 4.0 * n * m * d + 12.0 * n * m
-    grad_bytes = 8.0 * (n * d + 2 * m * d + 2 * m + 4 * n * m)
+    dot_flops = 4.0 * n * m * d
+    dot_bytes = 8.0 * (n * d + 2 * m * d + 2 * n * m)
+    elem_flops = 12.0 * n * m
+    elem_bytes = 8.0 * (4 * n * m + 2 * m)
     evals = 6
     vec_flops = sum(2 * i for i in range(1, 7)) * p + 26 * p + evals * p
     vec_bytes = 8.0 * (sum(i + 2 for i in range(1, 7)) * p + 16 * p + evals * 3 * p)
+    grad_flops = dot_flops + elem_flops
+    grad_bytes = dot_bytes + elem_bytes
     return {
         "n_params": p,
         "grad_flops": grad_flops,
         "grad_bytes": grad_bytes,
+        "grad_dot_flops": dot_flops,
+        "grad_dot_bytes": dot_bytes,
+        "grad_elementwise_bytes": elem_bytes,
+        "grad_tanh": float(n * m),
         "evals_per_step": evals,
         "vector_flops": vec_flops,
         "vector_bytes": vec_bytes,
         "step_flops": evals * grad_flops + vec_flops,
         "step_bytes": evals * grad_bytes + vec_bytes,
+    }
+
+
+def roofline_seconds(cost: dict[str, float], lim: dict[str, float]) -> dict[str, float]:
+    """Kernel-by-kernel roofline of one step: each kind of kernel takes the longest of
+    its FLOPs at matmul peak, its bytes at the read bandwidth and (elementwise) its tanh
+    evaluations at the measured tanh throughput; the kinds run one after another."""
+    peak, bw = lim["matmul_flops_per_s"], lim["bandwidth_bytes_per_s"]
+    dots = max(cost["grad_dot_flops"] / peak, cost["grad_dot_bytes"] / bw)
+    elementwise = max(cost["grad_elementwise_bytes"] / bw, cost["grad_tanh"] / lim["tanh_per_s"])
+    vector = max(cost["vector_flops"] / peak, cost["vector_bytes"] / bw)
+    grad = dots + elementwise
+    return {
+        "grad_dots": dots,
+        "grad_elementwise": elementwise,
+        "grad": grad,
+        "vector": vector,
+        "step": cost["evals_per_step"] * grad + vector,
     }
 
 
@@ -103,17 +137,8 @@ def roofline(out: str, *, quick: bool = False) -> dict[str, Any]:
         )
         per_step = r["run_seconds"] / r["num_steps"]
         cost = step_cost(n, m, d)
-        # kernel-by-kernel roofline: matmul-heavy gradient at peak FLOP/s or bandwidth,
-        # whichever binds, plus the streaming vector algebra
-        grad_t = max(
-            cost["grad_flops"] / lim["matmul_flops_per_s"],
-            cost["grad_bytes"] / lim["bandwidth_bytes_per_s"],
-        )
-        vec_t = max(
-            cost["vector_flops"] / lim["matmul_flops_per_s"],
-            cost["vector_bytes"] / lim["bandwidth_bytes_per_s"],
-        )
-        estimate = cost["evals_per_step"] * grad_t + vec_t
+        roof = roofline_seconds(cost, lim)
+        estimate = roof["step"]
         grad_only = jax.jit(lambda p, y: p.grad(y))
         t_grad = _time(grad_only, prob, prob.theta0, repeats=10)
         rows.append(
@@ -125,6 +150,8 @@ def roofline(out: str, *, quick: bool = False) -> dict[str, Any]:
                 "measured_step_seconds": per_step,
                 "measured_grad_seconds": t_grad,
                 "roofline_step_seconds": estimate,
+                "roofline_grad_seconds": roof["grad"],
+                "roofline_parts_seconds": roof,
                 "step_over_roofline": per_step / estimate,
                 "achieved_flops_per_s": cost["step_flops"] / per_step,
                 "within_2x": per_step / estimate <= 2.0,
