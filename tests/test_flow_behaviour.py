@@ -104,3 +104,18 @@ def test_default_ts_has_no_near_duplicates(t1):
     ts = gflow.default_ts(0.0, t1)
     assert ts[0] == 0.0 and ts[-1] == t1
     assert np.diff(ts).min() > 1e-9 * t1
+
+
+def test_single_save_time_is_saved_once_and_matches():
+    """One save time (internally saved twice, so that XLA keeps diffrax's save loop a
+    loop instead of evaluating the save function at every step) gives one record, equal
+    to the same time saved among others."""
+    data = gflow.make_synthetic(8, 4, n_test=8, seed=2)
+    model = gflow.TwoLayer(4, 16, key=jax.random.key(2))
+    one = gflow.simulate_mse(model, data, 3.0, ts=[3.0], rtol=1e-10, atol=1e-12)
+    two = gflow.simulate_mse(model, data, 3.0, ts=[1.5, 3.0], rtol=1e-10, atol=1e-12)
+    assert one.ts.shape == (1,) and one.loss.shape == (1,)
+    assert one.metrics["test_loss"].shape == (1,)
+    np.testing.assert_allclose(one.loss[0], two.loss[-1], rtol=1e-12)
+    np.testing.assert_allclose(one.grad_norm[0], two.grad_norm[-1], rtol=1e-12)
+    assert one.stats["num_steps"] == two.stats["num_steps"]

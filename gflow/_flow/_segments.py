@@ -79,7 +79,9 @@ def segment_grid(ts: np.ndarray, t0: float, t1: float, segments: int):
         lo, hi = bounds[j], bounds[j + 1]
         sel = (ts > lo) & (ts <= hi) if j else (ts >= lo) & (ts <= hi)
         rows.append(ts[sel])
-    width = max(1, max(r.size for r in rows))
+    # At least 2 columns: diffrax's save loop over a single save time is compiled by XLA
+    # into straight-line code that evaluates the save function at every step.
+    width = max(2, max(r.size for r in rows))
     ts_pad = np.stack(
         [
             np.concatenate([r, np.full(width - r.size, hi)])

@@ -183,6 +183,12 @@ def make_solve_fn(
     meter = diffrax.TqdmProgressMeter(refresh_steps=50) if progress else diffrax.NoProgressMeter()
 
     def run(prob: FlatProblem, ts_arr: jax.Array) -> dict[str, Any]:
+        # A single save time is saved twice and the copy dropped: diffrax's save loop
+        # over one time (max_steps=1) is compiled by XLA into straight-line code that
+        # evaluates the save function (a gradient) at every step, not once.
+        single = ts_arr.shape[0] == 1
+        if single:
+            ts_arr = jnp.concatenate([ts_arr, ts_arr])
         sol = diffrax.diffeqsolve(
             term,
             solver,
@@ -202,8 +208,12 @@ def make_solve_fn(
             progress_meter=meter,
         )
         saved, last = sol.ys
+        ts_saved = sol.ts[0]
+        if single:
+            saved = jax.tree_util.tree_map(lambda a: a[:1], saved)
+            ts_saved = ts_saved[:1]
         return {
-            "ts": sol.ts[0],
+            "ts": ts_saved,
             "saved": saved,
             "t_final": sol.ts[1][-1],
             "theta_final": jax.tree_util.tree_map(lambda a: a[-1], last),
