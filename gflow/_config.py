@@ -233,20 +233,30 @@ def load_config(path: str | Path | None) -> dict[str, Any]:
     """Read and validate a TOML config; None gives the built-in default."""
     if path is None:
         return validate({})
+    return validate(read_toml(path, "config"))
+
+
+def read_toml(path: str | Path, field: str) -> dict[str, Any]:
+    """The table of a TOML file, with errors that name `field` (the config, a sweep, a
+    sweep's base config) and the fix: a folder, a missing file, bad syntax, not UTF-8,
+    unreadable."""
     p = Path(path)
     if p.is_dir():
-        raise ConfigError(f"config: {str(p)!r} is a folder; pass the path of a .toml file.")
+        raise ConfigError(f"{field}: {str(p)!r} is a folder; pass the path of a .toml file.")
     if not p.is_file():
-        raise ConfigError(f"config: file {str(p)!r} does not exist; check the path.")
+        raise ConfigError(f"{field}: file {str(p)!r} does not exist; check the path.")
     try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+        return tomllib.loads(p.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config: {p} is not valid TOML ({exc}); fix the syntax.") from None
+        raise ConfigError(f"{field}: {p} is not valid TOML ({exc}); fix the syntax.") from None
     except UnicodeDecodeError:
-        raise ConfigError(f"config: {p} is not UTF-8 text; save it as a UTF-8 TOML file.") from None
+        raise ConfigError(
+            f"{field}: {p} is not UTF-8 text; save it as a UTF-8 TOML file."
+        ) from None
     except OSError as exc:
-        raise ConfigError(f"config: cannot read {p} ({exc.strerror}); check permissions.") from None
-    return validate(raw)
+        raise ConfigError(
+            f"{field}: cannot read {p} ({exc.strerror}); check permissions."
+        ) from None
 
 
 def default_config() -> dict[str, Any]:

@@ -29,7 +29,6 @@ import re
 import shutil
 import tempfile
 import time
-import tomllib
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
-from ._config import SCHEMA, TOP_LEVEL, ConfigError, validate
+from ._config import SCHEMA, TOP_LEVEL, ConfigError, read_toml, validate
 from ._io import to_jsonable, versions, write_json
 
 ALIASES = {
@@ -127,12 +126,7 @@ def parse_sweep(raw: dict[str, Any], *, root: Path | None = None) -> Sweep:
         path = Path(base_raw)
         if not path.is_absolute() and root is not None:
             path = root / path
-        if not path.is_file():
-            raise ConfigError(f"base: config file {str(path)!r} does not exist.")
-        try:
-            base_raw = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"base: {path} is not valid TOML ({exc}).") from None
+        base_raw = read_toml(path, "base")
     if not isinstance(base_raw, dict):
         raise ConfigError(f"base: expected a [base] table or a config file path, got {base_raw!r}.")
     try:
@@ -168,14 +162,7 @@ def parse_sweep(raw: dict[str, Any], *, root: Path | None = None) -> Sweep:
 
 def load_sweep(path: str | Path) -> Sweep:
     """Read and validate a sweep TOML file (see the module docstring for its format)."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"sweep: file {str(p)!r} does not exist; check the path.")
-    try:
-        raw = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"sweep: {p} is not valid TOML ({exc}).") from None
-    return parse_sweep(raw, root=p.parent)
+    return parse_sweep(read_toml(path, "sweep"), root=Path(path).parent)
 
 
 def _slug(values: dict[str, Any]) -> str:
