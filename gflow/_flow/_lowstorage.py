@@ -93,8 +93,12 @@ def embedded_weights() -> np.ndarray:
 
 
 _TABLEAU = butcher_tableau()
+# Per-stage coefficients as float64 arrays: 2N coefficients A_i, B_i, the stage times
+# C_i and the error weights E_i = b_i - bhat_i.
+_A_F = np.array(_A, dtype=np.float64)
+_B_F = np.array(_B, dtype=np.float64)
 _C = _TABLEAU[2]
-_E = _TABLEAU[1] - embedded_weights()  # error weights b - bhat
+_E = _TABLEAU[1] - embedded_weights()
 
 
 def _axpy(alpha, x, y):
@@ -166,14 +170,9 @@ class LowStorageRK4(diffrax.AbstractAdaptiveSolver):
         )
         h = t1 - t0
         du = jtu.tree_map(lambda f: h * f, f0)
-        u = _axpy(float(_B[0]), du, y0)
+        u = _axpy(_B_F[0], du, y0)
         err = jtu.tree_map(lambda f: (h * _E[0]) * f, f0)
-        coeffs = (
-            jnp.asarray([float(x) for x in _A[1:]]),
-            jnp.asarray([float(x) for x in _B[1:]]),
-            jnp.asarray(_C[1:]),
-            jnp.asarray(_E[1:]),
-        )
+        coeffs = tuple(jnp.asarray(x[1:]) for x in (_A_F, _B_F, _C, _E))
 
         def stage(carry, coeff):
             u, du, err = carry
