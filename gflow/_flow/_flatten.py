@@ -53,6 +53,10 @@ def _as_filter_spec(params: PyTree, trainable: Any) -> PyTree:
     return spec
 
 
+def _identity(x: Any) -> Any:
+    return x
+
+
 class FlatProblem(eqx.Module):
     """A loss on a parameter pytree, re-expressed on the flat trainable vector theta.
 
@@ -73,7 +77,7 @@ class FlatProblem(eqx.Module):
     frozen: PyTree
     unravel: Callable = eqx.field(static=True)
     loss_fn: Callable = eqx.field(static=True)
-    from_flat: Callable = eqx.field(static=True, default=None)
+    from_flat: Callable = eqx.field(static=True, default=_identity)
     tree: bool = eqx.field(static=True, default=False)
 
     def params(self, theta: Any) -> PyTree:
@@ -107,7 +111,7 @@ class FlatProblem(eqx.Module):
 
     def to_params(self, flat: Any) -> PyTree:
         """The full parameter pytree for a flat (P,) vector."""
-        return self.params(self.from_flat(flat) if self.tree else flat)
+        return self.params(self.from_flat(flat))
 
 
 def tree_norm(tree: Any) -> jax.Array:
@@ -170,10 +174,6 @@ def _eta_values(eta: Any, spec: PyTree, params: PyTree) -> list[float]:
             )
         values.append(float(e))
     return values
-
-
-def _identity(x: Any) -> Any:
-    return x
 
 
 STATES = ("flat", "tree")

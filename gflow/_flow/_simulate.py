@@ -320,7 +320,10 @@ def solution_from_raw(
     t_final = float(out["t_final"])
     ts_all = np.asarray(out["ts"], dtype=np.float64)
     ts_kept, saved = _trim(out["saved"], ts_all, t_final)
-    theta_final = np.asarray(problem.ravel(out["theta_final"]))
+    # The final state as solved (flat vector or pytree) gives the final parameters; the
+    # flat theta_final is reported besides it.
+    state_final = jax.tree_util.tree_map(jnp.asarray, out["theta_final"])
+    theta_final = np.asarray(problem.ravel(state_final))
     # A non-finite loss at a reached save time (the state itself still finite) is a
     # divergence too: the record was cut there, so the run must not count as complete.
     if ts_kept.size < int(np.sum(np.isfinite(ts_all) & (ts_all <= t_final))):
@@ -339,6 +342,7 @@ def solution_from_raw(
         # The final state is the last finite saved one when parameters were saved.
         if save_params and ts_kept.size:
             theta_final = np.asarray(saved["theta"][-1])
+            state_final = problem.from_flat(jnp.asarray(theta_final))
         t_final = finite_t
     elif target_flag:
         name = "loss_target_reached"
@@ -382,7 +386,7 @@ def solution_from_raw(
         params_traj = jax.tree_util.tree_map(np.asarray, params_traj)
     final = jax.tree_util.tree_map(
         lambda a: np.asarray(a) if isinstance(a, jax.Array) else a,
-        problem.to_params(jnp.asarray(theta_final)),
+        problem.params(state_final),
     )
     return Solution(
         ts=ts_kept,
