@@ -29,7 +29,7 @@ from jax.flatten_util import ravel_pytree
 from ._flatten import FlatProblem, _as_filter_spec, flatten_problem
 from ._sharding import batched_solve, ensemble_mesh, gather, padded_size, replicate, shard_batch
 from ._simulate import (
-    _eta_setting,
+    flow_settings,
     make_solve_fn,
     prepare_flow,
     solution_from_raw,
@@ -263,24 +263,21 @@ def simulate_ensemble(
     run_seconds = time.perf_counter() - start
     out = gather(out)
 
-    settings = {
-        "method": "gradient_flow",
-        "solver": type(solver_obj).__name__,
-        "stepsize_controller": type(stepsize_controller).__name__,
-        "rtol": float(rtol),
-        "atol": float(atol),
-        "dt0": dt0,
-        "max_steps": max_steps,
-        "t0": t0,
-        "t1": float(t1),
-        "eta": _eta_setting(eta),
-        "loss_target": loss_target,
-        "n_params": int(problem.theta0.shape[1]),
-        "dtype": str(problem.theta0.dtype),
-        "ensemble_size": n,
-        "n_devices": n_dev,
-        "process_count": jax.process_count(),
-    }
+    settings = flow_settings(
+        solver_obj,
+        stepsize_controller,
+        rtol=rtol,
+        atol=atol,
+        dt0=dt0,
+        max_steps=max_steps,
+        t0=t0,
+        t1=t1,
+        eta=eta,
+        loss_target=loss_target,
+        n_params=problem.theta0.shape[1],
+        dtype=problem.theta0.dtype,
+    )
+    settings.update(ensemble_size=n, n_devices=n_dev, process_count=jax.process_count())
     members = []
     for i in range(n):
         members.append(

@@ -428,6 +428,39 @@ def _eta_setting(eta: Any) -> Any:
     return "per-leaf"
 
 
+def flow_settings(
+    solver: diffrax.AbstractSolver,
+    stepsize_controller: diffrax.AbstractStepSizeController,
+    *,
+    rtol: float,
+    atol: float,
+    dt0: float | None,
+    max_steps: int,
+    t0: float,
+    t1: float,
+    eta: Any,
+    loss_target: float | None,
+    n_params: int,
+    dtype: Any,
+) -> dict[str, Any]:
+    """The settings a gradient-flow result records (simulate and simulate_ensemble)."""
+    return {
+        "method": "gradient_flow",
+        "solver": type(solver).__name__,
+        "stepsize_controller": type(stepsize_controller).__name__,
+        "rtol": float(rtol),
+        "atol": float(atol),
+        "dt0": dt0,
+        "max_steps": max_steps,
+        "t0": t0,
+        "t1": float(t1),
+        "eta": _eta_setting(eta),
+        "loss_target": loss_target,
+        "n_params": int(n_params),
+        "dtype": str(dtype),
+    }
+
+
 def prepare_flow(
     t1: float,
     *,
@@ -544,22 +577,21 @@ def simulate(
             "state); use state='flat' to checkpoint, or drop checkpoint."
         )
     problem = flatten_problem(loss_fn, params, eta=eta, trainable=trainable, state=state)
-    settings = {
-        "method": "gradient_flow",
-        "solver": type(solver_obj).__name__,
-        "stepsize_controller": type(stepsize_controller).__name__,
-        "rtol": float(rtol),
-        "atol": float(atol),
-        "dt0": dt0,
-        "max_steps": max_steps,
-        "t0": t0,
-        "t1": float(t1),
-        "eta": _eta_setting(eta),
-        "loss_target": loss_target,
-        "n_params": problem.n_params,
-        "dtype": str(problem.dtype),
-        "state": state,
-    }
+    settings = flow_settings(
+        solver_obj,
+        stepsize_controller,
+        rtol=rtol,
+        atol=atol,
+        dt0=dt0,
+        max_steps=max_steps,
+        t0=t0,
+        t1=t1,
+        eta=eta,
+        loss_target=loss_target,
+        n_params=problem.n_params,
+        dtype=problem.dtype,
+    )
+    settings["state"] = state
     if checkpoint is not None:
         if not isinstance(checkpoint, Checkpoint):
             raise ValueError(f"checkpoint: expected a gflow.Checkpoint, got {checkpoint!r}.")
