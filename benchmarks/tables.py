@@ -98,11 +98,15 @@ def main(folder: str = "benchmarks/results") -> None:
             f"{lim['bandwidth_bytes_per_s'] / 1e9:.2f} GB/s, read+write "
             f"{lim['read_write_bandwidth_bytes_per_s'] / 1e9:.2f} GB/s"
         )
-        print("| width | P | step FLOPs | step bytes | measured step s | roofline s | ratio |")
-        print("|---|---|---|---|---|---|---|")
+        print(
+            "| width | solver | P | step FLOPs | step bytes | measured step s | roofline s "
+            "| ratio |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
         for x in r["rows"]:
             print(
-                f"| {x['width']} | {x['n_params']} | {x['step_flops']:.3g} | "
+                f"| {x['width']} | {x.get('solver', 'Tsit5')} | {x['n_params']} | "
+                f"{x['step_flops']:.3g} | "
                 f"{x['step_bytes']:.3g} | {x['measured_step_seconds']:.4g} | "
                 f"{x['roofline_step_seconds']:.4g} | {x['step_over_roofline']:.2f} |"
             )

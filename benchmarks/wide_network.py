@@ -61,7 +61,6 @@ def program_memory(model, data, solver, args, target) -> dict[str, float]:
     """XLA's buffer assignment for the solve program, in units of one state vector:
     arguments (theta0, eta), outputs (final state), temporaries (stages, step, gradient).
     Shape-dependent only, so a smaller width gives the same ratios."""
-    import diffrax
     import jax
 
     from gflow._flow._flatten import flatten_problem
@@ -76,7 +75,7 @@ def program_memory(model, data, solver, args, target) -> dict[str, float]:
         0.0,
         args.t1,
         solver=solver,
-        stepsize_controller=diffrax.PIDController(rtol=args.rtol, atol=args.atol),
+        stepsize_controller=gflow.PIDController(rtol=args.rtol, atol=args.atol),
         dt0=None,
         max_steps=200_000,
         loss_target=target,

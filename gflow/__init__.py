@@ -56,11 +56,13 @@ from ._experiments._reproduce import reproduce_all as reproduce_all
 from ._experiments._spec import EXPERIMENTS as EXPERIMENTS
 from ._experiments._spec import load_spec as load_spec
 from ._flow._checkpoint import Checkpoint as Checkpoint
+from ._flow._controller import PIDController as PIDController
 from ._flow._ensemble import EnsembleSolution as EnsembleSolution
 from ._flow._ensemble import simulate_ensemble as simulate_ensemble
 from ._flow._ensemble import stack_params as stack_params
 from ._flow._flatten import FlatProblem as FlatProblem
 from ._flow._flatten import flatten_problem as flatten_problem
+from ._flow._fused import FusedTsit5 as FusedTsit5
 from ._flow._implicit import matfree_implicit as matfree_implicit
 from ._flow._lowstorage import LowStorageRK4 as LowStorageRK4
 from ._flow._modified import modified_loss as modified_loss

@@ -104,17 +104,18 @@ def find_floor(ts: np.ndarray, loss: np.ndarray, *, decades: float = 3.0) -> int
     """Index where the numerical floor begins, or None.
 
     A point k starts the floor when (a) less than one decade of decay remains after it,
-    min_{j>=k} log10 L_j > log10 L_k - 1, and (b) at the rate of the points just before
-    k the remaining time would have bought more than `decades` decades. A slower second
-    phase fails (b); a true floor (solver tolerance or round-off) satisfies both.
+    median_{j>=k} log10 L_j > log10 L_k - 1, and (b) at the rate of the points just
+    before k the remaining time would have bought more than `decades` decades. A slower
+    second phase fails (b); a true floor (solver tolerance or round-off) satisfies both.
+    (a) uses the median, not the minimum, of what follows: a floor made of round-off
+    noise dips decades below its level at isolated points (log of a noisy small number).
     """
     logl = np.log10(np.asarray(loss, dtype=np.float64))
     t = np.asarray(ts, dtype=np.float64)
     n = t.size
     w = max(3, n // 20)
-    tail_min = np.minimum.accumulate(logl[::-1])[::-1]
     for k in range(w, n - 2):
-        if logl[k] - tail_min[k] >= 1.0:
+        if logl[k] - np.median(logl[k:]) >= 1.0:
             continue
         pre = (logl[k - w] - logl[k]) / (t[k] - t[k - w])
         if pre > 0 and pre * (t[-1] - t[k]) > decades:

@@ -16,6 +16,7 @@ import numpy as np
 
 from .._data._synthetic import make_synthetic
 from .._flow import _implicit
+from .._flow._controller import PIDController
 from .._flow._flatten import FlatProblem, flatten_problem
 from .._flow._modified import modified_loss
 from .._flow._simulate import evals_per_step, make_solve_fn
@@ -97,12 +98,15 @@ def linear(
     return {"loss": loss, "params": model, "eta": 1.0, "trainable": None}
 
 
-def flat(spec: dict[str, Any], h: float | None = None) -> FlatProblem:
-    """The flat problem of a spec; with `h`, of GD's modified loss L + (h/4)|grad L|_E^2."""
+def flat(spec: dict[str, Any], h: float | None = None, state: str = "flat") -> FlatProblem:
+    """The flat problem of a spec; with `h`, of GD's modified loss L + (h/4)|grad L|_E^2;
+    `state="tree"` integrates the parameter pytree itself (`simulate(..., state=)`)."""
     loss = spec["loss"]
     if h is not None:
         loss = modified_loss(loss, spec["params"], h, eta=spec["eta"], trainable=spec["trainable"])
-    return flatten_problem(loss, spec["params"], eta=spec["eta"], trainable=spec["trainable"])
+    return flatten_problem(
+        loss, spec["params"], eta=spec["eta"], trainable=spec["trainable"], state=state
+    )
 
 
 def solve(
@@ -203,7 +207,7 @@ def _runner(
 
         vf = _implicit.counted_field(field) if count else field
         if adaptive:
-            controller, dt0 = diffrax.PIDController(rtol=tol, atol=tol), None
+            controller, dt0 = PIDController(rtol=tol, atol=tol), None
         else:
             controller, dt0 = diffrax.ConstantStepSize(), dt
         sol = diffrax.diffeqsolve(
@@ -267,8 +271,9 @@ def sweep_solve(
     )
 
 
-def pid(rtol: float, atol: float | None = None) -> diffrax.PIDController:
-    return diffrax.PIDController(rtol=rtol, atol=rtol if atol is None else atol)
+def pid(rtol: float, atol: float | None = None) -> PIDController:
+    """gflow's default adaptive controller (`simulate`'s) at rtol, atol (= rtol)."""
+    return PIDController(rtol=rtol, atol=rtol if atol is None else atol)
 
 
 def gd_controller(t1: float, n_steps: int) -> diffrax.StepTo:

@@ -1,7 +1,9 @@
 """Benchmark 3: gflow vs the tools a user would otherwise pick, in one run.
 
 The same mean-field two-layer flow d theta/dt = -m grad L solved by
-  - gflow (diffrax through gflow's engine: Tsit5 and Dopri8, PID controller),
+  - gflow (gflow's engine with its default controller, `gflow.PIDController`): diffrax's
+    Tsit5 and Dopri8 on the flat state, and `FusedTsit5` (the same method with the stages
+    unrolled) on the pytree state (`state="tree"`, no flatten/concatenate copies),
   - torchdiffeq `odeint(method="dopri5")` with a torch autograd gradient (float64),
   - scipy `solve_ivp(method="DOP853")` with the jitted JAX gradient as a numpy callback,
 at equal rtol = atol, against a Dopri8 reference at 1e-13. Wall time at equal accuracy
@@ -19,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._flow._fused import FusedTsit5
 from . import _common as c
 
 REF_TOL = 1e-13
@@ -152,10 +155,12 @@ def one_width(m: int, *, n: int, d: int, t1: float, tols, targets, repeats) -> d
     data = make_synthetic(n, d, seed=0)
     spec["data"] = (data.x_train, data.y_train)
     prob = c.flat(spec)
+    tree = c.flat(spec, state="tree")
     ts = np.linspace(t1 / 4, t1, 4)
     ref = c.solve(prob, ts, solver=diffrax.Dopri8(), controller=c.pid(REF_TOL))["thetas"]
     curves = {
         "gflow_tsit5": _gflow_rows(prob, ts, ref, diffrax.Tsit5(), tols, repeats),
+        "gflow_tsit5_fused_tree": _gflow_rows(tree, ts, ref, FusedTsit5(), tols, repeats),
         "gflow_dopri8": _gflow_rows(prob, ts, ref, diffrax.Dopri8(), tols, repeats),
         "scipy_dop853": _scipy_rows(prob, ts, ref, tols, repeats),
     }
@@ -197,7 +202,7 @@ def run(out: str, *, quick: bool = False) -> dict[str, Any]:
     tols = [1e-5, 1e-7, 1e-9] if quick else [1e-5, 1e-6, 1e-7, 1e-8, 1e-9]
     targets = [1e-6, 1e-8]
     results = [
-        one_width(m, n=64, d=16, t1=10.0, tols=tols, targets=targets, repeats=1 if quick else 3)
+        one_width(m, n=64, d=16, t1=10.0, tols=tols, targets=targets, repeats=1 if quick else 7)
         for m in widths
     ]
     speedups = [x["speedup_vs_best_peer"] for r in results for x in r["at_equal_error"]]
