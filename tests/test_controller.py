@@ -83,6 +83,10 @@ def test_simulate_uses_it_by_default():
         stepsize_controller=diffrax.PIDController(rtol=1e-6, atol=1e-6),
     )
     assert sol.stats["num_steps"] < ref.stats["num_steps"]
+    # the settings say which controller ran, with its growth caps
+    assert sol.settings["stepsize_controller"] == "gflow.PIDController"
+    assert (sol.settings["factormax_first"], sol.settings["factormax"]) == (1e4, 10.0)
+    assert ref.settings["stepsize_controller"] == "diffrax.PIDController"
     exact = np.asarray(params["x"]) * np.exp(-10.0 * np.asarray(lam))
     np.testing.assert_allclose(sol.final["x"], exact, atol=1e-5)
 

@@ -450,10 +450,17 @@ def flow_settings(
     dtype: Any,
 ) -> dict[str, Any]:
     """The settings a gradient-flow result records (simulate and simulate_ensemble)."""
+    ctrl = type(stepsize_controller)
+    growth = {  # the step-growth caps of a PID controller (gflow's or diffrax's)
+        k: float(getattr(stepsize_controller, k))
+        for k in ("factormax_first", "factormax")
+        if hasattr(stepsize_controller, k)
+    }
     return {
         "method": "gradient_flow",
         "solver": type(solver).__name__,
-        "stepsize_controller": type(stepsize_controller).__name__,
+        "stepsize_controller": f"{ctrl.__module__.split('.')[0]}.{ctrl.__name__}",
+        **growth,
         "rtol": float(rtol),
         "atol": float(atol),
         "dt0": dt0,
