@@ -24,10 +24,10 @@ from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 import diffrax
-import equinox.internal as eqxi
-import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
+
+from ._fsal import DirectInterpolation, FSALSolver
 
 _TABLEAU: diffrax.ButcherTableau = diffrax.Tsit5.tableau
 _BASE_INTERPOLATION = diffrax.Tsit5.interpolation_cls
@@ -52,7 +52,7 @@ def _combine(y0, h, coeffs: Sequence[float], fs: Sequence):
     return jtu.tree_map(leaf, y0, *leaves)
 
 
-class StagesInterpolation(diffrax.AbstractLocalInterpolation):
+class StagesInterpolation(DirectInterpolation):
     """diffrax's Tsit5 dense output, y(t) = y0 + h sum_i b_i(s) f_i, evaluated from the
     separately stored stage derivatives f_i in one fused pass per leaf.
 
@@ -83,39 +83,24 @@ class StagesInterpolation(diffrax.AbstractLocalInterpolation):
 
         return jtu.tree_map(leaf, self.y0, *self.fs)
 
-    def evaluate(self, t0, t1=None, left: bool = True):
-        del left
-        if t1 is not None:
-            return jtu.tree_map(lambda a, b: a - b, self._at(t1), self._at(t0))
-        return self._at(t0)
 
-
-class FusedTsit5(diffrax.AbstractAdaptiveSolver):
+class FusedTsit5(FSALSolver):
     """Tsitouras' 5(4) method (`diffrax.Tsit5`'s tableau, error estimate and dense output)
     with the stages unrolled and each stage's linear combination fused into one pass.
 
     7 stages, first-same-as-last: 6 vector-field evaluations per attempted step plus one
     at the start. ODEs only (one `diffrax.ODETerm`)."""
 
-    term_structure: ClassVar = diffrax.AbstractTerm
     interpolation_cls: ClassVar[Callable[..., StagesInterpolation]] = StagesInterpolation
 
     # Stages after the first (each costs one evaluation): f(y0) is carried over (FSAL).
-    num_new_stages: ClassVar[int] = len(_TABLEAU.c)
+    evals_per_step: ClassVar[int] = len(_TABLEAU.c)
 
     def order(self, terms):
         return 5
 
-    def init(self, terms, t0, t1, y0, args):
-        return terms.vf(t0, y0, args)
-
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
-        # After a jump in the vector field (diffrax's jump_ts) the stored f(y0) is stale.
-        f0 = jax.lax.cond(
-            eqxi.unvmap_any(made_jump),
-            lambda: terms.vf(t0, y0, args),
-            lambda: solver_state,
-        )
+        f0 = self.first_stage(terms, t0, y0, args, solver_state, made_jump)
         h = jnp.asarray(t1 - t0)
         fs = [f0]
         y_stage = y0
@@ -128,9 +113,6 @@ class FusedTsit5(diffrax.AbstractAdaptiveSolver):
         y_error = _combine(None, h, _TABLEAU.b_error, fs)
         dense_info = dict(y0=y0, y1=y1, fs=tuple(fs))
         return y1, y_error, dense_info, fs[-1], diffrax.RESULTS.successful
-
-    def func(self, terms, t0, y0, args):
-        return terms.vf(t0, y0, args)
 
 
 def _check_tableau() -> None:

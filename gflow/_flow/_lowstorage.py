@@ -31,11 +31,12 @@ from fractions import Fraction
 from typing import ClassVar
 
 import diffrax
-import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
+
+from ._fsal import DirectInterpolation, FSALSolver
 
 # Carpenter & Kennedy (1994), five-stage fourth-order 2N-storage coefficients:
 #   dU <- A_i dU + h f(t0 + C_i h, U);   U <- U + B_i dU.
@@ -106,7 +107,7 @@ def _axpy(alpha, x, y):
     return jtu.tree_map(lambda xi, yi: alpha * xi + yi, x, y)
 
 
-class HermiteInterpolation(diffrax.AbstractLocalInterpolation):
+class HermiteInterpolation(DirectInterpolation):
     """Cubic Hermite interpolation on [t0, t1] from y0, y1 and the derivatives f0, f1,
     evaluated directly (one fused elementwise pass, no stored coefficients)."""
 
@@ -131,14 +132,8 @@ class HermiteInterpolation(diffrax.AbstractLocalInterpolation):
 
         return jtu.tree_map(leaf, self.y0, self.y1, self.f0, self.f1)
 
-    def evaluate(self, t0, t1=None, left: bool = True):
-        del left
-        if t1 is not None:
-            return jtu.tree_map(lambda a, b: a - b, self._at(t1), self._at(t0))
-        return self._at(t0)
 
-
-class LowStorageRK4(diffrax.AbstractAdaptiveSolver):
+class LowStorageRK4(FSALSolver):
     """Carpenter-Kennedy 5-stage fourth-order 2N-storage Runge-Kutta with an embedded
     third-order error estimate, first-same-as-last and cubic Hermite dense output.
 
@@ -147,10 +142,10 @@ class LowStorageRK4(diffrax.AbstractAdaptiveSolver):
     (one `diffrax.ODETerm`).
     """
 
-    term_structure: ClassVar = diffrax.AbstractTerm
     interpolation_cls: ClassVar[Callable[..., HermiteInterpolation]] = HermiteInterpolation
 
     num_stages: ClassVar[int] = 5  # Runge-Kutta stages (memory does not grow with them)
+    evals_per_step: ClassVar[int] = 5  # 4 stages + f(y1), which is the next f(y0)
 
     def order(self, terms):
         return 4
@@ -158,16 +153,8 @@ class LowStorageRK4(diffrax.AbstractAdaptiveSolver):
     def error_order(self, terms):
         return 4
 
-    def init(self, terms, t0, t1, y0, args):
-        return terms.vf(t0, y0, args)
-
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
-        # After a jump in the vector field (diffrax's jump_ts) the stored f(y0) is stale.
-        f0 = jax.lax.cond(
-            eqxi.unvmap_any(made_jump),
-            lambda: terms.vf(t0, y0, args),
-            lambda: solver_state,
-        )
+        f0 = self.first_stage(terms, t0, y0, args, solver_state, made_jump)
         h = t1 - t0
         du = jtu.tree_map(lambda f: h * f, f0)
         u = _axpy(_B_F[0], du, y0)
@@ -187,6 +174,3 @@ class LowStorageRK4(diffrax.AbstractAdaptiveSolver):
         f1 = terms.vf(t1, y1, args)
         dense_info = dict(y0=y0, y1=y1, f0=f0, f1=f1)
         return y1, err, dense_info, f1, diffrax.RESULTS.successful
-
-    def func(self, terms, t0, y0, args):
-        return terms.vf(t0, y0, args)

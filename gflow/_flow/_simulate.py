@@ -23,6 +23,7 @@ from ._checkpoint import Checkpoint, integrate_checkpointed
 from ._controller import PIDController
 from ._field import FORWARD, make_event, make_save_fn, make_term, watches_divergence
 from ._flatten import FlatProblem, flatten_problem, tree_norm
+from ._fsal import FSALSolver
 from ._fused import FusedTsit5
 from ._lowstorage import LowStorageRK4
 from ._solution import Solution
@@ -80,10 +81,8 @@ def evals_per_step(solver: diffrax.AbstractSolver) -> tuple[int, int] | None:
     solvers, whose Newton iterations vary)."""
     if isinstance(solver, diffrax.Euler):
         return 1, 0
-    if isinstance(solver, LowStorageRK4):  # 4 stages + f(y1), which is the next f(y0)
-        return LowStorageRK4.num_stages, 1
-    if isinstance(solver, FusedTsit5):  # FSAL: f(y0) once at the start
-        return FusedTsit5.num_new_stages, 1
+    if isinstance(solver, FSALSolver):  # gflow's own solvers: f(y0) once at the start
+        return solver.evals_per_step, 1
     tableau = getattr(solver, "tableau", None)
     if isinstance(solver, diffrax.AbstractERK) and isinstance(tableau, diffrax.ButcherTableau):
         if tableau.fsal:
