@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -31,20 +32,64 @@ def _check(model: Any, data: Any) -> None:
         )
 
 
+def train_loss(model: AbstractModel, data: dict[str, jax.Array]) -> jax.Array:
+    """(model, data arrays) -> L = (1/2n) sum_k (f(x_k) - y_k)^2 on the training split."""
+    return mse_loss(model, data["x_train"], data["y_train"])
+
+
+def test_loss(model: AbstractModel, data: dict[str, jax.Array]) -> jax.Array:
+    """The same formula on the test split."""
+    return mse_loss(model, data["x_test"], data["y_test"])
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamsOnly:
+    """A metric fn(params) called as fn(params, args) (hashable: equal for the same fn, so
+    the compiled solve is reused)."""
+
+    fn: Callable
+
+    def __call__(self, params: Any, args: Any) -> jax.Array:
+        return self.fn(params)
+
+
+def data_args(data: Dataset) -> dict[str, jax.Array]:
+    """The dataset's arrays as the `args` of the MSE losses (x_train, y_train and, with a
+    test split, x_test, y_test)."""
+    out = {"x_train": jnp.asarray(data.x_train), "y_train": jnp.asarray(data.y_train)}
+    if data.n_test:
+        out.update(x_test=jnp.asarray(data.x_test), y_test=jnp.asarray(data.y_test))
+    return out
+
+
+def mse_parts(
+    model: AbstractModel, data: Dataset
+) -> tuple[Callable, dict[str, Callable], dict[str, jax.Array]]:
+    """The MSE problem as `simulate(..., args=)` takes it: (loss_fn, metrics, args) with
+    loss_fn(model, args) = (1/2n) sum (f(x_k) - y_k)^2, a `test_loss` metric (same
+    formula on the test points) when the dataset has a test split, and args the data
+    arrays. The functions are module-level, so repeated calls on data of the same shapes
+    reuse one compiled solve."""
+    _check(model, data)
+    metrics: dict[str, Callable] = {"test_loss": test_loss} if data.n_test else {}
+    return train_loss, metrics, data_args(data)
+
+
 def mse_problem(model: AbstractModel, data: Dataset) -> tuple[Callable, dict[str, Callable]]:
     """The training loss L(model) = (1/2n) sum (f(x_k) - y_k)^2 and, when the dataset
-    has a test split, a `test_loss` metric (same formula on the test points)."""
-    _check(model, data)
-    x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+    has a test split, a `test_loss` metric (same formula on the test points), as
+    functions of the model alone (the data closed over). `simulate_mse` instead passes
+    the data as `args` (`mse_parts`), which lets a later call on new data of the same
+    shapes reuse the compiled solve."""
+    loss, metrics, args = mse_parts(model, data)
+    return (
+        lambda params: loss(params, args),
+        {k: (lambda params, fn=fn: fn(params, args)) for k, fn in metrics.items()},
+    )
 
-    def loss_fn(params):
-        return mse_loss(params, x, y)
 
-    metrics: dict[str, Callable] = {}
-    if data.n_test:
-        xt, yt = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
-        metrics["test_loss"] = lambda params: mse_loss(params, xt, yt)
-    return loss_fn, metrics
+def _metrics(default: dict[str, Callable], extra: Mapping[str, Callable] | None) -> dict:
+    return {**default, **{k: ParamsOnly(fn) for k, fn in (extra or {}).items()}}
 
 
 def simulate_mse(
@@ -62,10 +107,12 @@ def simulate_mse(
     `eta=` or `trainable=` to override the model's. A `test_loss` metric is recorded when
     the dataset has a test split.
     """
-    loss_fn, default_metrics = mse_problem(model, data)
+    loss_fn, default_metrics, args = mse_parts(model, data)
     kwargs.setdefault("eta", model.eta())
     kwargs.setdefault("trainable", model.trainable())
-    return simulate(loss_fn, model, t1, metrics={**default_metrics, **(metrics or {})}, **kwargs)
+    return simulate(
+        loss_fn, model, t1, metrics=_metrics(default_metrics, metrics), args=args, **kwargs
+    )
 
 
 def descend_mse(
@@ -78,9 +125,15 @@ def descend_mse(
     **kwargs: Any,
 ) -> Solution:
     """Gradient descent on the same problem as `simulate_mse` (learning rate dt * eta)."""
-    loss_fn, default_metrics = mse_problem(model, data)
+    loss_fn, default_metrics, args = mse_parts(model, data)
     kwargs.setdefault("eta", model.eta())
     kwargs.setdefault("trainable", model.trainable())
     return gradient_descent(
-        loss_fn, model, dt, n_steps, metrics={**default_metrics, **(metrics or {})}, **kwargs
+        loss_fn,
+        model,
+        dt,
+        n_steps,
+        metrics=_metrics(default_metrics, metrics),
+        args=args,
+        **kwargs,
     )

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from .._flow._flatten import _as_filter_spec, flatten_problem
+from .._flow._flatten import as_filter_spec, flatten_problem
 from .._models._base import AbstractModel
 from ._structured import STRUCTURED, structured_kernel
 
@@ -86,7 +86,7 @@ def _setup(model: PyTree, eta: Any, trainable: Any):
         trainable = model.trainable() if trainable is None else trainable
     eta = 1.0 if eta is None else eta
     prob = flatten_problem(lambda p: jnp.zeros(()), model, eta=eta, trainable=trainable)
-    return _as_filter_spec(model, trainable), prob.eta
+    return as_filter_spec(model, trainable), prob.eta
 
 
 def _flat_apply(params: PyTree, spec: PyTree):

@@ -29,13 +29,14 @@ import numpy as np
 
 from .._io import SCHEMA_VERSION, read_npz, to_jsonable, write_npz
 from . import _implicit
+from ._cache import dynamic
+from ._engine import make_spec
 from ._flatten import FlatProblem
 from ._segments import (
     STAT_KEYS,
     carry_from_leaves,
     carry_leaves,
-    compile_segment_fns,
-    make_segment_fns,
+    compile_segments,
     segment_grid,
     to_host,
 )
@@ -275,18 +276,24 @@ def integrate_checkpointed(
     # the counts of segments run before an interruption are kept in the checkpoint.
     count_evals = evals_per_step(solver) is None
     counted = {"grad": 0, "hvp": 0}
-    init, step = make_segment_fns(
-        solver=solver,
-        stepsize_controller=stepsize_controller,
-        dt0=dt0,
-        max_steps=max_steps,
-        save_params=save_params,
-        metrics=metrics,
-        loss_target=loss_target,
-        count_evals=count_evals,
-    )
-    dtype = problem.theta0.dtype
-    step_c, carry0, compile_seconds = compile_segment_fns(init, step, problem, t0, t1, ts_pad[0])
+    def spec_of(j: int):  # segment j's solve (values only differ between segments)
+        return make_spec(
+            problem,
+            bounds[j],
+            bounds[j + 1],
+            ts_pad[j],
+            solver=solver,
+            stepsize_controller=stepsize_controller,
+            dt0=dt0,
+            max_steps=max_steps,
+            save_params=save_params,
+            metrics=metrics,
+            loss_target=loss_target,
+            count_evals=count_evals,
+        )
+
+    spec0 = spec_of(0)
+    step_exe, carry0, compile_seconds, cache_hit = compile_segments(spec0, spec0.problem.theta0)
     saved_pieces: list[dict] = []
     stats = dict.fromkeys(STAT_KEYS, 0)
     run_before = 0.0
@@ -317,9 +324,7 @@ def integrate_checkpointed(
     written = 0
     with stop_signals() as flag:
         for j in range(first, n_seg):
-            raw = step_c(
-                problem, y, dtype.type(bounds[j]), dtype.type(bounds[j + 1]), ts_pad[j], carry
-            )
+            raw = step_exe(dynamic((spec_of(j), y, carry)))
             out = to_host(raw)
             saved_pieces.append(jax.tree_util.tree_map(lambda a, j=j: a[: counts[j]], out["saved"]))
             for k in STAT_KEYS:
@@ -380,6 +385,7 @@ def integrate_checkpointed(
         compile_seconds=compile_seconds,
         run_seconds=run_seconds,
         counts=_counted(counted) if count_evals else None,
+        cache_hit=cache_hit,
     )
     sol.stats.update(
         segments=n_seg,

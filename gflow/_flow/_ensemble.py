@@ -1,7 +1,7 @@
 """Ensembles: many gradient flows of the same shape solved as ONE vmapped, jitted program.
 
 The members (seeds of one configuration, or datasets of the same shape) are stacked along
-a leading ensemble axis. The pure solve of `make_solve_fn` is vmapped over a batched
+a leading ensemble axis. The pure solve (`_engine.solve_ensemble`) is vmapped over a batched
 `FlatProblem` (theta0, eta and the frozen leaves carry the ensemble axis) and, when several
 devices are available, sharded over them (`_sharding.py`).
 
@@ -13,7 +13,6 @@ an ensemble costs (number of members per device) x (steps of its slowest member)
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -26,14 +25,11 @@ import jax.tree_util as jtu
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from ._flatten import FlatProblem, _as_filter_spec, flatten_problem
-from ._sharding import batched_solve, ensemble_mesh, gather, padded_size, replicate, shard_batch
-from ._simulate import (
-    flow_settings,
-    make_solve_fn,
-    prepare_flow,
-    solution_from_raw,
-)
+from ._cache import compiled_call
+from ._engine import make_spec, place_ensemble, solve_ensemble
+from ._flatten import NO_ARGS, FlatProblem, as_filter_spec, flatten_problem
+from ._sharding import ensemble_mesh, gather, padded_size
+from ._simulate import flow_settings, prepare_flow, solution_from_raw
 from ._solution import Solution
 
 PyTree = Any
@@ -134,29 +130,29 @@ def _member(tree: PyTree, i: int) -> PyTree:
 
 
 def batch_problem(
-    loss_fn: Callable[[PyTree], jax.Array],
+    loss_fn: Callable[..., jax.Array],
     params_batch: PyTree,
     *,
     eta: Any = 1.0,
     trainable: Any = None,
+    args: Any = NO_ARGS,
 ) -> tuple[FlatProblem, int]:
     """A `FlatProblem` whose theta0 (B, P), eta (B, P) and frozen leaves carry the ensemble
-    axis, built from member 0's flattening (which also validates the inputs). Returns
-    (problem, B)."""
+    axis, built from member 0's flattening (which also validates the inputs); `args` is
+    shared by all members (not batched). Returns (problem, B)."""
     n = ensemble_size(params_batch)
     member0 = _member(params_batch, 0)
     try:
-        shape = jax.eval_shape(loss_fn, member0).shape
-    except Exception as exc:  # shape errors inside the user's loss
+        ref = flatten_problem(loss_fn, member0, eta=eta, trainable=trainable, args=args)
+    except ValueError as exc:
+        if not str(exc).startswith("loss_fn: calling it"):
+            raise
         raise ValueError(
-            "params_batch: the loss failed on member 0 "
-            f"({type(exc).__name__}: {exc}). Pass parameters with a leading ensemble axis "
-            "on every array leaf (eqx.filter_vmap of the constructor over keys)."
+            f"params_batch: the loss failed on member 0 ({exc}). Pass parameters with a "
+            "leading ensemble axis on every array leaf (eqx.filter_vmap of the constructor "
+            "over keys)."
         ) from None
-    if shape != ():
-        raise ValueError(f"loss_fn: must return a scalar, got shape {shape}.")
-    ref = flatten_problem(loss_fn, member0, eta=eta, trainable=trainable)
-    spec = _as_filter_spec(member0, trainable)
+    spec = as_filter_spec(member0, trainable)
     dyn, frozen = eqx.partition(params_batch, spec)
     theta0 = jax.vmap(lambda tree: ravel_pytree(tree)[0])(dyn)
     if not bool(jnp.all(jnp.isfinite(theta0))):
@@ -167,7 +163,13 @@ def batch_problem(
         )
     eta_b = jnp.broadcast_to(ref.eta, theta0.shape)
     problem = FlatProblem(
-        theta0=theta0, eta=eta_b, frozen=frozen, unravel=ref.unravel, loss_fn=ref.loss_fn
+        theta0=theta0,
+        eta=eta_b,
+        frozen=frozen,
+        unravel=ref.unravel,
+        loss_fn=ref.loss_fn,
+        args=ref.args,
+        with_args=ref.with_args,
     )
     return problem, n
 
@@ -198,6 +200,7 @@ def simulate_ensemble(
     max_steps: int = 200_000,
     loss_target: float | None = None,
     devices: Sequence[jax.Device] | None = None,
+    args: Any = NO_ARGS,
 ) -> EnsembleSolution:
     """Simulate B gradient flows  d theta_b/dt = -eta * grad L(theta_b)  in one solve.
 
@@ -212,6 +215,8 @@ def simulate_ensemble(
             member (eta and trainable describe ONE member).
         devices: devices to shard the ensemble axis over; default all devices (of all
             hosts under jax.distributed). One device: plain vmap, no sharding.
+        args: data shared by every member, passed as `loss_fn(params, args)` and
+            `fn(params, args)` to each metric (as in `simulate`; not batched).
 
     Returns:
         An `EnsembleSolution`; member b equals `simulate(loss_fn, member b, ...)` up to
@@ -231,14 +236,16 @@ def simulate_ensemble(
         solver=solver,
         stepsize_controller=stepsize_controller,
     )
-    problem, n = batch_problem(loss_fn, params_batch, eta=eta, trainable=trainable)
+    problem, n = batch_problem(loss_fn, params_batch, eta=eta, trainable=trainable, args=args)
 
     mesh = ensemble_mesh(devices)
     n_dev = mesh.size
     size = padded_size(n, n_dev)
-    solve = make_solve_fn(
+    spec = make_spec(
+        problem,
         t0,
         float(t1),
+        ts,
         solver=solver_obj,
         stepsize_controller=stepsize_controller,
         dt0=dt0,
@@ -246,21 +253,12 @@ def simulate_ensemble(
         save_params=save_params,
         metrics=metrics,
         loss_target=loss_target,
+        mesh=mesh if n_dev > 1 else None,
     )
-    dyn, static = eqx.partition(problem, eqx.is_array)
-    fn = jax.jit(batched_solve(solve, static, mesh if n_dev > 1 else None))
-    ts_host = np.asarray(ts, dtype=problem.theta0.dtype)
     if n_dev > 1:
-        dyn_in, ts_in = shard_batch(dyn, mesh, size), replicate(ts_host, mesh)
-    else:
-        dyn_in, ts_in = jax.device_put((dyn, ts_host), mesh.devices.flat[0])
-
-    start = time.perf_counter()
-    compiled = fn.lower(dyn_in, ts_in).compile()
-    compile_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    out = jax.block_until_ready(compiled(dyn_in, ts_in))
-    run_seconds = time.perf_counter() - start
+        spec = place_ensemble(spec, mesh, size)
+    out, timing = compiled_call(solve_ensemble, spec)
+    compile_seconds, run_seconds = timing["compile_seconds"], timing["run_seconds"]
     out = gather(out)
 
     settings = flow_settings(

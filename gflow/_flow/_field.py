@@ -25,10 +25,11 @@ FORWARD = diffrax.ForwardMode()
 
 
 def make_save_fn(
-    metrics: Mapping[str, Callable[[PyTree], jax.Array]] | None, save_params: bool
+    metrics: Mapping[str, Callable[..., jax.Array]] | None, save_params: bool
 ) -> Callable:
-    """The diffrax save-time function: loss, |grad L|, the user's metrics on the params,
-    and theta itself only when `save_params`."""
+    """The diffrax save-time function: loss, |grad L|, the user's metrics on the params
+    (`fn(params)`, or `fn(params, args)` when the problem has data args), and theta
+    itself only when `save_params`."""
     metrics = dict(metrics or {})
 
     def save_fn(t, theta, prob):
@@ -36,7 +37,7 @@ def make_save_fn(
         out = {"loss": loss, "grad_norm": tree_norm(grad)}
         if metrics:
             params = prob.params(theta)
-            out["metrics"] = {name: fn(params) for name, fn in metrics.items()}
+            out["metrics"] = {name: prob.call(fn, params) for name, fn in metrics.items()}
         if save_params:
             out["theta"] = prob.ravel(theta)
         return out
@@ -44,9 +45,10 @@ def make_save_fn(
     return save_fn
 
 
-def make_event(loss_target: float | None, *, divergence: bool = True) -> diffrax.Event | None:
+def make_event(loss_target: Any, *, divergence: bool = True) -> diffrax.Event | None:
     """Stop on a non-finite state ("diverged", when `divergence`) and, when given, at the
-    loss target; None when there is nothing to watch.
+    loss target (a number or a traced scalar: a program argument, not a constant); None
+    when there is nothing to watch.
 
     Adaptive controllers never accept a non-finite step (its error estimate is not
     finite, so the step is rejected and shrunk until max_steps or dt_min), so the
@@ -61,7 +63,7 @@ def make_event(loss_target: float | None, *, divergence: bool = True) -> diffrax
 
         conds["diverged"] = diverged
     if loss_target is not None:
-        target = float(loss_target)
+        target = jnp.asarray(loss_target)
 
         def reached(t, y, args, **kwargs):
             return args.loss(y) <= target

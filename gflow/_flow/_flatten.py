@@ -27,7 +27,7 @@ from jax.flatten_util import ravel_pytree
 PyTree = Any
 
 
-def _as_filter_spec(params: PyTree, trainable: Any) -> PyTree:
+def as_filter_spec(params: PyTree, trainable: Any) -> PyTree:
     """Turn `trainable` (None, a callable leaf filter, or a pytree of bools) into a
     pytree of bools with the structure of `params`."""
     if trainable is None:
@@ -57,6 +57,40 @@ def _identity(x: Any) -> Any:
     return x
 
 
+class Unravel(eqx.Module):
+    """flat (P,) vector -> the pytree it was raveled from: `ravel_pytree`'s unravel as a
+    hashable object (its structure, shapes and dtypes are static fields), so that two
+    problems of the same structure share one compiled program."""
+
+    treedef: Any = eqx.field(static=True)
+    shapes: tuple = eqx.field(static=True)
+    dtypes: tuple = eqx.field(static=True)
+
+    @classmethod
+    def of(cls, tree: PyTree) -> Unravel:
+        leaves, treedef = jtu.tree_flatten(tree)
+        return cls(
+            treedef,
+            tuple(tuple(np.shape(leaf)) for leaf in leaves),
+            tuple(np.dtype(jnp.result_type(leaf)).str for leaf in leaves),
+        )
+
+    def __call__(self, flat: jax.Array) -> PyTree:
+        sizes = [int(np.prod(s, dtype=np.int64)) for s in self.shapes]
+        cuts = np.cumsum(sizes)[:-1].tolist()
+        parts = jnp.split(flat, cuts) if cuts else [flat]
+        leaves = [
+            part.reshape(shape).astype(dt)
+            for part, shape, dt in zip(parts, self.shapes, self.dtypes, strict=True)
+        ]
+        return jtu.tree_unflatten(self.treedef, leaves)
+
+
+def ravel(tree: PyTree) -> tuple[jax.Array, Unravel]:
+    """(flat vector, hashable unravel) of a pytree of arrays (as `ravel_pytree`)."""
+    return ravel_pytree(tree)[0], Unravel.of(tree)
+
+
 class FlatProblem(eqx.Module):
     """A loss on a parameter pytree, re-expressed on the flat trainable vector theta.
 
@@ -65,9 +99,15 @@ class FlatProblem(eqx.Module):
             `tree=True` the trainable pytree itself (frozen leaves None).
         eta: (P,) time scale per entry of theta; with `tree=True` one 0-d array per
             trainable leaf.
-        frozen: the non-trainable part of the parameters (closed over).
+        frozen: the non-trainable part of the parameters (closed over); its non-array
+            leaves (an activation function, say) are static.
         unravel: state -> trainable part of the parameter pytree (identity for a tree).
-        loss_fn: the user's loss on the full parameter pytree.
+        loss_fn: the user's loss on the full parameter pytree: `loss_fn(params)`, or
+            `loss_fn(params, args)` when `with_args`.
+        args: data passed to the loss (and metrics) as their second argument; array
+            leaves are arguments of the compiled program, so new data of the same shapes
+            does not recompile.
+        with_args: whether the loss takes `args`.
         from_flat: flat (P,) vector -> state (identity for a flat state).
         tree: whether the state is the pytree (`state="tree"`) rather than flat.
     """
@@ -79,13 +119,20 @@ class FlatProblem(eqx.Module):
     loss_fn: Callable = eqx.field(static=True)
     from_flat: Callable = eqx.field(static=True, default=_identity)
     tree: bool = eqx.field(static=True, default=False)
+    args: Any = None
+    with_args: bool = eqx.field(static=True, default=False)
 
     def params(self, theta: Any) -> PyTree:
         """The full parameter pytree for state `theta`."""
         return eqx.combine(self.unravel(theta), self.frozen)
 
+    def call(self, fn: Callable, params: PyTree) -> Any:
+        """`fn(params, args)` when the problem has data args, else `fn(params)`: how the
+        loss and every metric are called."""
+        return fn(params, self.args) if self.with_args else fn(params)
+
     def loss(self, theta: Any) -> jax.Array:
-        return self.loss_fn(self.params(theta))
+        return self.call(self.loss_fn, self.params(theta))
 
     def grad(self, theta: Any) -> Any:
         return jax.grad(self.loss)(theta)
@@ -179,23 +226,31 @@ def _eta_values(eta: Any, spec: PyTree, params: PyTree) -> list[float]:
 STATES = ("flat", "tree")
 
 
+NO_ARGS = object()
+
+
 def flatten_problem(
-    loss_fn: Callable[[PyTree], jax.Array],
+    loss_fn: Callable[..., jax.Array],
     params: PyTree,
     *,
     eta: Any = 1.0,
     trainable: Any = None,
     state: str = "flat",
+    args: Any = NO_ARGS,
 ) -> FlatProblem:
     """Partition `params` into trainable and frozen parts and ravel the trainable part.
 
     Arguments:
-        loss_fn: params -> scalar loss.
-        params: any pytree of arrays (equinox Modules included).
+        loss_fn: params -> scalar loss, or (params, args) -> scalar loss when `args` is
+            given.
+        params: any pytree of arrays (equinox Modules included, also ones holding
+            functions or other non-array fields: those are static).
         eta: positive scalar, or a pytree like `params` with one scalar per leaf.
         trainable: None (all inexact arrays), a callable leaf filter, or a pytree of bools.
         state: "flat" (theta is one raveled vector) or "tree" (the trainable pytree is
             integrated as it is, with eta per leaf: less memory, same flow).
+        args: data for `loss_fn(params, args)` (diffrax's `args` convention); omit it
+            for a loss of the params alone.
 
     Returns:
         A `FlatProblem` whose `theta0` is the raveled trainable part (or, for a tree
@@ -208,7 +263,7 @@ def flatten_problem(
             f"state: must be one of {list(STATES)}, got {state!r}; 'tree' saves memory on "
             "very wide networks, 'flat' is the default."
         )
-    spec = _as_filter_spec(params, trainable)
+    spec = as_filter_spec(params, trainable)
     dyn, frozen = eqx.partition(params, spec)
     leaves = jtu.tree_leaves(dyn)
     if not leaves or sum(int(np.size(leaf)) for leaf in leaves) == 0:
@@ -236,25 +291,14 @@ def flatten_problem(
             jtu.tree_structure(dyn), [jnp.asarray(v, dtype=dtype) for v in values]
         )
         theta0 = jtu.tree_map(jnp.asarray, dyn)
-        _, from_flat = ravel_pytree(dyn)
+        from_flat = Unravel.of(dyn)
         unravel = _identity
     else:
-        theta0, unravel = ravel_pytree(dyn)
+        theta0, unravel = ravel(dyn)
         eta_state = _eta_vector(eta, spec, params, theta0.dtype)
         from_flat = _identity
-    try:  # trace only (no compilation): the loss must be a real scalar
-        out = jax.eval_shape(lambda th: loss_fn(eqx.combine(unravel(th), frozen)), theta0)
-    except Exception as exc:  # noqa: BLE001 - report the user's error in one line
-        raise ValueError(
-            f"loss_fn: calling it on params failed ({type(exc).__name__}: {exc}); "
-            "it must map the params pytree to a scalar."
-        ) from None
-    if getattr(out, "shape", None) != () or not jnp.issubdtype(out.dtype, jnp.floating):
-        raise ValueError(
-            f"loss_fn: must return a real scalar, got {getattr(out, 'shape', out)} "
-            f"{getattr(out, 'dtype', '')}; reduce it, e.g. with jnp.mean or jnp.sum."
-        )
-    return FlatProblem(
+    with_args = args is not NO_ARGS
+    problem = FlatProblem(
         theta0=theta0,
         eta=eta_state,
         frozen=frozen,
@@ -262,4 +306,27 @@ def flatten_problem(
         loss_fn=loss_fn,
         from_flat=from_flat,
         tree=state == "tree",
+        args=args if with_args else None,
+        with_args=with_args,
     )
+    check_loss(problem)
+    return problem
+
+
+def check_loss(problem: FlatProblem) -> None:
+    """The loss must trace to a real scalar on the problem's state (shapes only: no
+    compilation, no evaluation); ValueError naming loss_fn otherwise."""
+    how = "(params, args)" if problem.with_args else "the params pytree"
+    try:
+        dyn, static = eqx.partition(problem, eqx.is_array)
+        out = jax.eval_shape(lambda d: eqx.combine(d, static).loss(d.theta0), dyn)
+    except Exception as exc:  # noqa: BLE001 - report the user's error in one line
+        raise ValueError(
+            f"loss_fn: calling it on {how} failed ({type(exc).__name__}: {exc}); "
+            f"it must map {how} to a scalar."
+        ) from None
+    if getattr(out, "shape", None) != () or not jnp.issubdtype(out.dtype, jnp.floating):
+        raise ValueError(
+            f"loss_fn: must return a real scalar, got {getattr(out, 'shape', out)} "
+            f"{getattr(out, 'dtype', '')}; reduce it, e.g. with jnp.mean or jnp.sum."
+        )

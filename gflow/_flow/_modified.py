@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from ._flatten import _as_filter_spec, flatten_problem
+from ._flatten import as_filter_spec, flatten_problem
 from ._simulate import _check_positive, simulate
 from ._solution import Solution
 
@@ -56,7 +56,7 @@ def modified_loss(
     """
     _check_positive("h", h)
     h = float(h)
-    spec = _as_filter_spec(params, trainable)
+    spec = as_filter_spec(params, trainable)
     eta_vec = flatten_problem(loss_fn, params, eta=eta, trainable=spec).eta
 
     def loss_tilde(p: PyTree) -> jax.Array:

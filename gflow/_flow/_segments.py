@@ -14,8 +14,6 @@ at each segment boundary (one extra, shorter step per segment).
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping
 from typing import Any
 
 import diffrax
@@ -23,8 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._cache import compile_for
 from ._field import FORWARD, make_event, make_save_fn, make_term, watches_divergence
-from ._flatten import FlatProblem
 
 PyTree = Any
 STAT_KEYS = ("num_steps", "num_accepted_steps", "num_rejected_steps")
@@ -92,92 +90,86 @@ def segment_grid(ts: np.ndarray, t0: float, t1: float, segments: int):
     return bounds, ts_pad, counts
 
 
-def make_segment_fns(
-    *,
-    solver: diffrax.AbstractSolver,
-    stepsize_controller: diffrax.AbstractStepSizeController,
-    dt0: float | None,
-    max_steps: int,
-    save_params: bool = False,
-    metrics: Mapping[str, Callable[[PyTree], jax.Array]] | None = None,
-    loss_target: float | None = None,
-    count_evals: bool = False,
-):
-    """The pure functions of segmented integration.
+def _controller(spec):
+    """(controller, adaptive): adaptive controllers are wrapped to carry their last step."""
+    adaptive = isinstance(spec.controller, diffrax.AbstractAdaptiveStepSizeController)
+    return (_CarryDt(spec.controller) if adaptive else spec.controller), adaptive
+
+
+def segment_init(a: tuple) -> dict[str, Any]:
+    """a = (spec, y0): the solver and controller states at spec.t0 (a pure function of
+    a `SolveSpec` whose t0, t1 are the first segment's, compiled through the cache)."""
+    spec, y0 = a
+    controller, _ = _controller(spec)
+    term = make_term(spec.count_evals)
+    order = spec.solver.error_order(term)
+    tnext, cstate = controller.init(
+        term, spec.t0, spec.t1, y0, spec.dt0, spec.problem, spec.solver.func, order
+    )
+    sstate = spec.solver.init(term, spec.t0, jnp.minimum(tnext, spec.t1), y0, spec.problem)
+    return {"solver": sstate, "controller": cstate, "made_jump": jnp.asarray(False)}
+
+
+def segment_step(a: tuple) -> dict[str, Any]:
+    """a = (spec, y0, carry): integrate one segment [spec.t0, spec.t1] from y0, recording
+    the loss, gradient norm, metrics (and theta when `save_params`) at spec.ts;
+    raw["carry"] continues exactly into the next segment."""
+    spec, y0, carry = a
+    controller, adaptive = _controller(spec)
+    term = make_term(spec.count_evals)
+    save_fn = make_save_fn(dict(spec.metrics), spec.save_params)
+    event = make_event(spec.loss_target, divergence=watches_divergence(spec.controller))
+    sol = diffrax.diffeqsolve(
+        term,
+        spec.solver,
+        spec.t0,
+        spec.t1,
+        carry["controller"][1] if adaptive else spec.dt0,
+        y0,
+        args=spec.problem,
+        saveat=diffrax.SaveAt(
+            subs=[diffrax.SubSaveAt(ts=spec.ts, fn=save_fn), diffrax.SubSaveAt(t1=True)],
+            solver_state=True,
+            controller_state=True,
+            made_jump=True,
+        ),
+        stepsize_controller=controller,
+        event=event,
+        max_steps=spec.max_steps,
+        adjoint=FORWARD,
+        throw=False,
+        solver_state=carry["solver"],
+        controller_state=carry["controller"],
+        made_jump=carry["made_jump"],
+    )
+    saved, last = sol.ys
+    return {
+        "saved": saved,
+        "t_final": sol.ts[1][-1],
+        "y": last[-1],
+        "result": sol.result._value,
+        "event_mask": sol.event_mask,
+        "stats": {k: sol.stats[k] for k in STAT_KEYS},
+        "carry": {
+            "solver": sol.solver_state,
+            "controller": sol.controller_state,
+            "made_jump": jnp.asarray(sol.made_jump),
+        },
+    }
+
+
+def compile_segments(spec, y0):
+    """Compile (or take from the cache) both segment programs and run `segment_init`
+    (host arrays, so that every later carry has exactly the same types).
 
     Returns:
-        init(problem, y0, t0, t1) -> carry: the solver and controller states at t0;
-        step(problem, y0, t0, t1, ts, carry) -> raw: integrate one segment [t0, t1]
-            (t0, t1 traced), recording the loss, gradient norm, metrics (and theta when
-            `save_params`) at `ts`; raw["carry"] continues exactly into the next segment.
+        (step_exe, carry0, compile_seconds, cache_hit): `step_exe(dynamic((spec_j, y,
+        carry)))` integrates segment j.
     """
-    adaptive = isinstance(stepsize_controller, diffrax.AbstractAdaptiveStepSizeController)
-    controller = _CarryDt(stepsize_controller) if adaptive else stepsize_controller
-    term = make_term(count_evals)
-    save_fn = make_save_fn(metrics, save_params)
-    event = make_event(loss_target, divergence=watches_divergence(stepsize_controller))
-
-    def init(prob: FlatProblem, y0, t0, t1) -> dict[str, Any]:
-        order = solver.error_order(term)
-        tnext, cstate = controller.init(term, t0, t1, y0, dt0, prob, solver.func, order)
-        sstate = solver.init(term, t0, jnp.minimum(tnext, t1), y0, prob)
-        return {"solver": sstate, "controller": cstate, "made_jump": jnp.asarray(False)}
-
-    def step(prob: FlatProblem, y0, t0, t1, ts, carry) -> dict[str, Any]:
-        sol = diffrax.diffeqsolve(
-            term,
-            solver,
-            t0,
-            t1,
-            carry["controller"][1] if adaptive else dt0,
-            y0,
-            args=prob,
-            saveat=diffrax.SaveAt(
-                subs=[diffrax.SubSaveAt(ts=ts, fn=save_fn), diffrax.SubSaveAt(t1=True)],
-                solver_state=True,
-                controller_state=True,
-                made_jump=True,
-            ),
-            stepsize_controller=controller,
-            event=event,
-            max_steps=max_steps,
-            adjoint=FORWARD,
-            throw=False,
-            solver_state=carry["solver"],
-            controller_state=carry["controller"],
-            made_jump=carry["made_jump"],
-        )
-        saved, last = sol.ys
-        return {
-            "saved": saved,
-            "t_final": sol.ts[1][-1],
-            "y": last[-1],
-            "result": sol.result._value,
-            "event_mask": sol.event_mask,
-            "stats": {k: sol.stats[k] for k in STAT_KEYS},
-            "carry": {
-                "solver": sol.solver_state,
-                "controller": sol.controller_state,
-                "made_jump": jnp.asarray(sol.made_jump),
-            },
-        }
-
-    return init, step
-
-
-def compile_segment_fns(init, step, problem: FlatProblem, t0: float, t1: float, ts_row):
-    """AOT-compile both functions once and run `init` (host arrays, so that every later
-    carry has exactly the same types). Returns (step_c, carry0, compile_seconds)."""
-    dtype = problem.theta0.dtype
-    start = time.perf_counter()
-    init_c = jax.jit(init).lower(problem, problem.theta0, dtype.type(t0), dtype.type(t1))
-    carry0 = to_host(init_c.compile()(problem, problem.theta0, dtype.type(t0), dtype.type(t1)))
-    step_c = (
-        jax.jit(step)
-        .lower(problem, problem.theta0, dtype.type(t0), dtype.type(t1), ts_row, carry0)
-        .compile()
-    )
-    return step_c, carry0, time.perf_counter() - start
+    init_exe, dyn, hit_init, sec_init = compile_for(segment_init, (spec, y0))
+    carry0 = to_host(init_exe(dyn))
+    step_exe, _, hit_step, sec_step = compile_for(segment_step, (spec, y0, carry0))
+    return step_exe, carry0, sec_init + sec_step, hit_init and hit_step
 
 
 def to_host(tree: PyTree) -> PyTree:

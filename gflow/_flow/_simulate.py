@@ -9,7 +9,6 @@ the user's metrics and (only when asked) the parameters.
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -18,11 +17,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _implicit
+from . import _engine, _implicit
 from ._checkpoint import Checkpoint, integrate_checkpointed
 from ._controller import PIDController
-from ._field import FORWARD, make_event, make_save_fn, make_term, watches_divergence
-from ._flatten import FlatProblem, flatten_problem, tree_norm
+from ._flatten import NO_ARGS, FlatProblem, flatten_problem, tree_norm
 from ._fsal import FSALSolver
 from ._fused import FusedTsit5
 from ._lowstorage import LowStorageRK4
@@ -173,61 +171,28 @@ def make_solve_fn(
     progress: bool = False,
     count_evals: bool = False,
 ) -> Callable[[FlatProblem, jax.Array], dict[str, Any]]:
-    """The pure solve `(problem, ts) -> raw outputs` that `integrate` jits.
-
-    It is free of Python side effects, so it can be jitted, vmapped over a batch of
-    problems (an ensemble: batched theta0, eta and frozen leaves) or sharded. The raw
-    outputs are turned into a `Solution` by `solution_from_raw`. The one exception is
-    `count_evals=True`, which counts vector-field evaluations with a host callback
-    (`_implicit.counted_field`) for solvers whose cost per step is not fixed.
-    """
-    t0, t1 = float(t0), float(t1)
-    save_fn = make_save_fn(metrics, save_params)
-    event = make_event(loss_target, divergence=watches_divergence(stepsize_controller))
-    term = make_term(count_evals)
-    meter = diffrax.TqdmProgressMeter(refresh_steps=50) if progress else diffrax.NoProgressMeter()
+    """The pure solve `(problem, ts) -> raw outputs` (`_engine.solve` of a `SolveSpec`
+    with these settings), for jitting or vmapping by hand; `integrate` runs the same solve
+    through the compile cache."""
 
     def run(prob: FlatProblem, ts_arr: jax.Array) -> dict[str, Any]:
-        # A single save time is saved twice and the copy dropped: diffrax's save loop
-        # over one time (max_steps=1) is compiled by XLA into straight-line code that
-        # evaluates the save function (a gradient) at every step, not once.
-        single = ts_arr.shape[0] == 1
-        if single:
-            ts_arr = jnp.concatenate([ts_arr, ts_arr])
-        sol = diffrax.diffeqsolve(
-            term,
-            solver,
-            t0,
-            t1,
-            dt0,
-            prob.theta0,
-            args=prob,
-            saveat=diffrax.SaveAt(
-                subs=[diffrax.SubSaveAt(ts=ts_arr, fn=save_fn), diffrax.SubSaveAt(t1=True)]
-            ),
-            stepsize_controller=stepsize_controller,
-            event=event,
-            max_steps=max_steps,
-            adjoint=FORWARD,
-            throw=False,
-            progress_meter=meter,
+        return _engine.solve(
+            _engine.make_spec(
+                prob,
+                t0,
+                t1,
+                ts_arr,
+                solver=solver,
+                stepsize_controller=stepsize_controller,
+                dt0=dt0,
+                max_steps=max_steps,
+                save_params=save_params,
+                metrics=metrics,
+                loss_target=loss_target,
+                progress=progress,
+                count_evals=count_evals,
+            )
         )
-        saved, last = sol.ys
-        ts_saved = sol.ts[0]
-        if single:
-            saved = jax.tree_util.tree_map(lambda a: a[:1], saved)
-            ts_saved = ts_saved[:1]
-        return {
-            "ts": ts_saved,
-            "saved": saved,
-            "t_final": sol.ts[1][-1],
-            "theta_final": jax.tree_util.tree_map(lambda a: a[-1], last),
-            "result": sol.result._value,
-            "event_mask": sol.event_mask,
-            "stats": {
-                k: sol.stats[k] for k in ("num_steps", "num_accepted_steps", "num_rejected_steps")
-            },
-        }
 
     return run
 
@@ -251,14 +216,18 @@ def integrate(
     """Solve d theta/dt = problem.vector_field(theta) on [t0, t1] and record at `ts`.
 
     This is the shared engine of `simulate` and `gradient_descent`; it does no argument
-    checking of its own beyond what diffrax does. Compilation and the run are timed
-    separately. Solvers without a fixed cost per step (implicit ones) have their gradient
-    and Hessian-vector-product evaluations counted exactly during the run.
+    checking of its own beyond what diffrax does. The solve runs through the compile
+    cache (`_engine.run`): a later call of the same structure reuses the program.
+    Compilation and the run are timed separately. Solvers without a fixed cost per step
+    (implicit ones) have their gradient and Hessian-vector-product evaluations counted
+    exactly during the run.
     """
     count_evals = evals_per_step(solver) is None
-    run = make_solve_fn(
+    spec = _engine.make_spec(
+        problem,
         t0,
         t1,
+        ts,
         solver=solver,
         stepsize_controller=stepsize_controller,
         dt0=dt0,
@@ -269,19 +238,11 @@ def integrate(
         progress=progress,
         count_evals=count_evals,
     )
-    # The save times are a constant of the program (one solve, compiled once), so XLA
-    # folds diffrax's checks on them away at compile time.
-    ts_const = np.asarray(ts, dtype=problem.dtype)
-    start = time.perf_counter()
-    compiled = jax.jit(lambda prob: run(prob, ts_const)).lower(problem).compile()
-    compile_seconds = time.perf_counter() - start
     _implicit.reset_counts()
-    start = time.perf_counter()
-    out = jax.block_until_ready(compiled(problem))
-    run_seconds = time.perf_counter() - start
+    out, timing = _engine.run(spec)
     counts = _implicit.read_counts() if count_evals else None
     return solution_from_raw(
-        jax.device_get(out),
+        out,
         problem,
         float(t0),
         float(t1),
@@ -290,9 +251,10 @@ def integrate(
         save_params=save_params,
         loss_target=loss_target,
         settings=settings,
-        compile_seconds=compile_seconds,
-        run_seconds=run_seconds,
+        compile_seconds=timing["compile_seconds"],
+        run_seconds=timing["run_seconds"],
         counts=counts,
+        cache_hit=timing["cache_hit"],
     )
 
 
@@ -310,6 +272,7 @@ def solution_from_raw(
     compile_seconds: float,
     run_seconds: float,
     counts: dict[str, int] | None = None,
+    cache_hit: bool = False,
 ) -> Solution:
     """Turn one (unbatched, host) raw output of a solve function into a `Solution`:
     decode the diffrax result, trim what was not reached, explain failures.
@@ -381,6 +344,7 @@ def solution_from_raw(
         else stats["grad_evals"] + _implicit.HVP_COST * stats["hvp_evals"]
     )
     stats["save_evals"] = int(ts_kept.size)
+    stats["cache_hit"] = bool(cache_hit)
     stats["compile_seconds"] = compile_seconds
     stats["run_seconds"] = run_seconds
     stats["max_steps"] = int(max_steps)
@@ -537,11 +501,18 @@ def simulate(
     progress: bool = False,
     checkpoint: Checkpoint | None = None,
     state: str = "flat",
+    args: Any = NO_ARGS,
 ) -> Solution:
     """Simulate the gradient flow  d theta/dt = -eta * grad L(theta)  from `params`.
 
+    The solve is compiled once per structure (loss function object, parameter tree,
+    shapes, solver and controller types, metrics, number of save times) and reused:
+    a later call with new initial parameters, t0, t1, save times, tolerances, dt0, eta,
+    loss target or data `args` of the same shapes does not recompile
+    (`sol.stats["cache_hit"]`; docs/performance.md).
+
     Arguments:
-        loss_fn: params -> scalar loss L.
+        loss_fn: params -> scalar loss L, or (params, args) -> L when `args` is given.
         params: initial parameters, any pytree of arrays (equinox Modules included).
         t1: final time (flow time, in the units fixed by `eta`; see docs/time.md).
         eta: time scale, a positive scalar or a pytree like `params` with one scalar per
@@ -566,6 +537,9 @@ def simulate(
             pytree is integrated as it is, eta per leaf): the same flow with 3-4 state
             vectors less memory; with solver="lserk4" a step fits in (5 + 4) state
             vectors + data (docs/scaling.md). Not with `checkpoint`.
+        args: data passed as the second argument of `loss_fn` and of every metric
+            (diffrax's `args` convention): its arrays are program arguments, so new data
+            of the same shapes reuses the compiled solve. Omit it for `loss_fn(params)`.
 
     Returns:
         A `Solution`. Failures (step limit, divergence, interruption) are reported in it,
@@ -589,7 +563,9 @@ def simulate(
             "state: 'tree' is not supported with checkpoint (checkpoints store the flat "
             "state); use state='flat' to checkpoint, or drop checkpoint."
         )
-    problem = flatten_problem(loss_fn, params, eta=eta, trainable=trainable, state=state)
+    problem = flatten_problem(
+        loss_fn, params, eta=eta, trainable=trainable, state=state, args=args
+    )
     settings = flow_settings(
         solver_obj,
         stepsize_controller,
@@ -642,6 +618,7 @@ def gradient_descent(
     metrics: Mapping[str, Callable[[PyTree], jax.Array]] | None = None,
     loss_target: float | None = None,
     progress: bool = False,
+    args: Any = NO_ARGS,
 ) -> Solution:
     """Gradient descent as explicit Euler on the gradient-flow field.
 
@@ -654,7 +631,8 @@ def gradient_descent(
         dt: time step (the learning rate divided by eta).
         n_steps: number of GD steps; the run ends at t = n_steps * dt.
         save_every: record the save-time quantities every this many steps (and at the end).
-        Other arguments as in `simulate`.
+        Other arguments as in `simulate` (`args` too: a later call with new values of
+        the same shapes, n_steps included, reuses the compiled program).
 
     Returns:
         A `Solution` whose `ts` are k * dt for the recorded steps k.
@@ -664,7 +642,7 @@ def gradient_descent(
     save_every = _check_int("save_every", save_every, 1)
     _check_positive("loss_target", loss_target, allow_none=True)
     _check_metrics(metrics)
-    problem = flatten_problem(loss_fn, params, eta=eta, trainable=trainable)
+    problem = flatten_problem(loss_fn, params, eta=eta, trainable=trainable, args=args)
     dt = float(dt)
     grid = np.arange(n_steps + 1, dtype=np.float64) * dt
     steps_saved = np.unique(np.concatenate([np.arange(0, n_steps + 1, save_every), [n_steps]]))

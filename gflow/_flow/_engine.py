@@ -1,0 +1,223 @@
+"""One solve of the gradient flow as a pure function of a `SolveSpec`, compiled once per
+structure.
+
+`SolveSpec` holds everything a diffrax solve of the flow needs. Its array leaves (initial
+state, eta, frozen leaves, data args, t0, t1, save times, dt0, loss target and the
+controller's rtol/atol) are arguments of the compiled program; the rest (loss and metric
+functions, solver and controller types, tree structure, number of save times, max_steps)
+keys `_cache.compiled_call`'s cache. So a later call that changes only values runs the
+program compiled by the first (`stats["cache_hit"]`).
+
+`solve(spec)` is the single-problem solve, `solve_ensemble(spec)` the vmapped (and, over
+several devices, shard_mapped) solve of a batch of problems. Segmented, checkpointed
+integration (`_segments.py`) builds its step from the same pieces.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from ._cache import compiled_call
+from ._field import FORWARD, make_event, make_save_fn, make_term, watches_divergence
+from ._flatten import FlatProblem
+
+PyTree = Any
+
+
+def _array(x: Any, dtype: Any) -> jax.Array | None:
+    return None if x is None else jnp.asarray(x, dtype=dtype)
+
+
+def dynamic_controller(
+    controller: diffrax.AbstractStepSizeController, dtype: Any
+) -> diffrax.AbstractStepSizeController:
+    """The controller with rtol and atol as arrays (program arguments, so a new tolerance
+    does not recompile); other controllers are returned as they are."""
+    if isinstance(controller, diffrax.PIDController):
+        return eqx.tree_at(
+            lambda c: (c.rtol, c.atol),
+            controller,
+            (_array(controller.rtol, dtype), _array(controller.atol, dtype)),
+        )
+    return controller
+
+
+class SolveSpec(eqx.Module):
+    """Everything one solve needs (see the module docstring for what is dynamic).
+
+    Fields:
+        problem: the `FlatProblem` (batched along a leading axis for `solve_ensemble`).
+        solver, controller: diffrax objects.
+        t0, t1: 0-d arrays; ts: (K,) save times; dt0, loss_target: 0-d arrays or None.
+        max_steps: step limit (static: it sizes the step loop).
+        metrics: ((name, fn), ...) recorded at the save times.
+        save_params, progress, count_evals: static switches.
+        mesh: a device mesh to shard an ensemble over (None: vmap on one device).
+    """
+
+    problem: FlatProblem
+    solver: diffrax.AbstractSolver
+    controller: diffrax.AbstractStepSizeController
+    t0: jax.Array
+    t1: jax.Array
+    ts: jax.Array
+    dt0: jax.Array | None
+    loss_target: jax.Array | None
+    max_steps: int = eqx.field(static=True)
+    metrics: tuple = eqx.field(static=True, default=())
+    save_params: bool = eqx.field(static=True, default=False)
+    progress: bool = eqx.field(static=True, default=False)
+    count_evals: bool = eqx.field(static=True, default=False)
+    mesh: Any = eqx.field(static=True, default=None)
+
+
+def make_spec(
+    problem: FlatProblem,
+    t0: float,
+    t1: float,
+    ts: Any,
+    *,
+    solver: diffrax.AbstractSolver,
+    stepsize_controller: diffrax.AbstractStepSizeController,
+    dt0: float | None,
+    max_steps: int,
+    save_params: bool = False,
+    metrics: Any = None,
+    loss_target: float | None = None,
+    progress: bool = False,
+    count_evals: bool = False,
+    mesh: Any = None,
+) -> SolveSpec:
+    """A `SolveSpec` with every value that may change between calls as an array."""
+    dtype = jax.tree_util.tree_leaves(problem.theta0)[0].dtype
+    return SolveSpec(
+        problem=problem,
+        solver=solver,
+        controller=dynamic_controller(stepsize_controller, dtype),
+        t0=_array(t0, dtype),
+        t1=_array(t1, dtype),
+        ts=jnp.asarray(ts, dtype=dtype),
+        dt0=_array(dt0, dtype),
+        loss_target=_array(loss_target, dtype),
+        max_steps=int(max_steps),
+        metrics=tuple(dict(metrics or {}).items()),
+        save_params=bool(save_params),
+        progress=bool(progress),
+        count_evals=bool(count_evals),
+        mesh=mesh,
+    )
+
+
+def solve(spec: SolveSpec) -> dict[str, Any]:
+    """The pure solve: raw outputs (save-time records, final state, result code, step
+    statistics) that `solution_from_raw` turns into a `Solution`."""
+    save_fn = make_save_fn(dict(spec.metrics), spec.save_params)
+    event = make_event(spec.loss_target, divergence=watches_divergence(spec.controller))
+    term = make_term(spec.count_evals)
+    meter = (
+        diffrax.TqdmProgressMeter(refresh_steps=50)
+        if spec.progress
+        else diffrax.NoProgressMeter()
+    )
+    ts = spec.ts
+    # A single save time is saved twice and the copy dropped: diffrax's save loop over one
+    # time (max_steps=1) is compiled by XLA into straight-line code that evaluates the
+    # save function (a gradient) at every step, not once.
+    single = ts.shape[0] == 1
+    if single:
+        ts = jnp.concatenate([ts, ts])
+    sol = diffrax.diffeqsolve(
+        term,
+        spec.solver,
+        spec.t0,
+        spec.t1,
+        spec.dt0,
+        spec.problem.theta0,
+        args=spec.problem,
+        saveat=diffrax.SaveAt(
+            subs=[diffrax.SubSaveAt(ts=ts, fn=save_fn), diffrax.SubSaveAt(t1=True)]
+        ),
+        stepsize_controller=spec.controller,
+        event=event,
+        max_steps=spec.max_steps,
+        adjoint=FORWARD,
+        throw=False,
+        progress_meter=meter,
+    )
+    saved, last = sol.ys
+    ts_saved = sol.ts[0]
+    if single:
+        saved = jax.tree_util.tree_map(lambda a: a[:1], saved)
+        ts_saved = ts_saved[:1]
+    return {
+        "ts": ts_saved,
+        "saved": saved,
+        "t_final": sol.ts[1][-1],
+        "theta_final": jax.tree_util.tree_map(lambda a: a[-1], last),
+        "result": sol.result._value,
+        "event_mask": sol.event_mask,
+        "stats": {
+            k: sol.stats[k] for k in ("num_steps", "num_accepted_steps", "num_rejected_steps")
+        },
+    }
+
+
+def solve_ensemble(spec: SolveSpec) -> dict[str, Any]:
+    """`solve` vmapped over the leading (ensemble) axis of the problem's array leaves
+    (all but the shared data `args`); with a mesh of several devices, shard_mapped so each
+    device solves its block."""
+    from ._sharding import ENSEMBLE_AXIS
+
+    members = dataclasses.replace(spec.problem, args=None)
+    dyn, static = eqx.partition(members, eqx.is_array)
+    rest = dataclasses.replace(spec, problem=None)
+    args = spec.problem.args
+
+    def one(d: PyTree, rest: SolveSpec, args: Any) -> dict[str, Any]:
+        problem = dataclasses.replace(eqx.combine(d, static), args=args)
+        return solve(dataclasses.replace(rest, problem=problem))
+
+    vmapped = jax.vmap(one, in_axes=(0, None, None))
+    if spec.mesh is None or spec.mesh.size == 1:
+        return vmapped(dyn, rest, args)
+    from jax.sharding import PartitionSpec as P
+
+    shared_dyn, shared_static = eqx.partition((rest, args), eqx.is_array)
+    return jax.shard_map(
+        lambda d, sh: vmapped(d, *eqx.combine(sh, shared_static)),
+        mesh=spec.mesh,
+        in_specs=(P(ENSEMBLE_AXIS), P()),
+        out_specs=P(ENSEMBLE_AXIS),
+        check_vma=False,
+    )(dyn, shared_dyn)
+
+
+def place_ensemble(spec: SolveSpec, mesh: Any, size: int) -> SolveSpec:
+    """The spec with the problem's batched arrays padded to `size` members and sharded
+    over `mesh` along the ensemble axis, and every other array (args included)
+    replicated on the mesh's devices."""
+    from ._sharding import replicate, shard_batch
+
+    def put(tree: PyTree, place: Callable) -> PyTree:
+        dyn, static = eqx.partition(tree, eqx.is_array)
+        return eqx.combine(place(dyn), static)
+
+    members = dataclasses.replace(spec.problem, args=None)
+    members = put(members, lambda d: shard_batch(d, mesh, size))
+    args = put(spec.problem.args, lambda d: replicate(d, mesh))
+    rest = put(dataclasses.replace(spec, problem=None), lambda d: replicate(d, mesh))
+    return dataclasses.replace(rest, problem=dataclasses.replace(members, args=args))
+
+
+def run(spec: SolveSpec, fn: Callable[[SolveSpec], Any] = solve) -> tuple[Any, dict]:
+    """`fn(spec)` through the compile cache: (raw outputs on the host, timing with
+    cache_hit, compile_seconds and run_seconds)."""
+    out, timing = compiled_call(fn, spec)
+    return jax.device_get(out), timing
