@@ -1,88 +1,121 @@
 """gflow: precise continuous-time gradient flow of neural networks.
 
-The whole public API is re-exported here. Importing gflow turns on JAX's float64
-(`jax_enable_x64`): gradient-flow trajectories are computed in double precision by
-default. Set the environment variable GFLOW_X64=0 before importing to opt out.
-With GFLOW_DISTRIBUTED=1 it also joins a multi-host jax.distributed job
-(`init_distributed`; see docs/scaling.md).
+The whole public API is listed here (`_API`: name -> private module) and loaded lazily:
+`import gflow` imports neither JAX nor matplotlib; the first use of a name imports its
+module. What importing gflow does to global state, explicitly:
+
+- float64: unless GFLOW_X64=0, JAX's `jax_enable_x64` is turned on (gradient-flow
+  trajectories are computed in double precision by default). If JAX is already imported
+  this is `jax.config.update("jax_enable_x64", True)`; otherwise the environment variable
+  JAX_ENABLE_X64=1 is set, which JAX reads when it is imported (child processes inherit
+  it). Set GFLOW_X64=0 before importing gflow to keep JAX's default (float32).
+- GFLOW_DISTRIBUTED=1: joins a multi-host jax.distributed job at import
+  (`init_distributed`; see docs/scaling.md).
+
+Nothing else (the compile caches included) is touched at import.
 """
 
+import importlib as _importlib
 import os as _os
+import sys as _sys
 
-import jax as _jax
+__version__ = "0.1.0"
 
 if _os.environ.get("GFLOW_X64", "1") != "0":
-    _jax.config.update("jax_enable_x64", True)
+    if "jax" in _sys.modules:
+        _sys.modules["jax"].config.update("jax_enable_x64", True)
+    else:
+        _os.environ["JAX_ENABLE_X64"] = "1"
+
+_API = {
+    "CertificateReport": "._analysis._certificates",
+    "Check": "._analysis._certificates",
+    "certify": "._analysis._certificates",
+    "kernel_change": "._analysis._features",
+    "movement_metrics": "._analysis._features",
+    "neuron_movement": "._analysis._features",
+    "relative_movement": "._analysis._features",
+    "hessian_lambda_max": "._analysis._hessian",
+    "lambda_max_along": "._analysis._hessian",
+    "KernelTrace": "._analysis._kernel",
+    "jacobian_gram": "._analysis._kernel",
+    "kernel_alignment": "._analysis._kernel",
+    "kernel_metrics": "._analysis._kernel",
+    "tangent_kernel": "._analysis._kernel",
+    "LinearizedFlow": "._analysis._linearized",
+    "linearized_flow": "._analysis._linearized",
+    "prediction_gap": "._analysis._linearized",
+    "prediction_metrics": "._analysis._linearized",
+    "RateFit": "._analysis._rate",
+    "find_floor": "._analysis._rate",
+    "fit_rate": "._analysis._rate",
+    "local_rate": "._analysis._rate",
+    "first_layer_kernel": "._analysis._schur",
+    "schur_metrics": "._analysis._schur",
+    "structured_kernel": "._analysis._structured",
+    "Dataset": "._data._dataset",
+    "from_arrays": "._data._dataset",
+    "load_digits": "._data._digits",
+    "make_synthetic": "._data._synthetic",
+    "ensemble_models": "._ensemble_mse",
+    "simulate_mse_ensemble": "._ensemble_mse",
+    "reproduce": "._experiments._reproduce",
+    "reproduce_all": "._experiments._reproduce",
+    "EXPERIMENTS": "._experiments._spec",
+    "load_spec": "._experiments._spec",
+    "Checkpoint": "._flow._checkpoint",
+    "cache_info": "._flow._cache",
+    "cache_size": "._flow._cache",
+    "clear_cache": "._flow._cache",
+    "enable_persistent_cache": "._flow._cache",
+    "PIDController": "._flow._controller",
+    "EnsembleSolution": "._flow._ensemble",
+    "simulate_ensemble": "._flow._ensemble",
+    "stack_params": "._flow._ensemble",
+    "FlatProblem": "._flow._flatten",
+    "flatten_problem": "._flow._flatten",
+    "FusedTsit5": "._flow._fused",
+    "matfree_implicit": "._flow._implicit",
+    "LowStorageRK4": "._flow._lowstorage",
+    "modified_loss": "._flow._modified",
+    "simulate_modified": "._flow._modified",
+    "ensemble_mesh": "._flow._sharding",
+    "init_distributed": "._flow._sharding",
+    "SOLVERS": "._flow._simulate",
+    "gradient_descent": "._flow._simulate",
+    "make_solver": "._flow._simulate",
+    "simulate": "._flow._simulate",
+    "Solution": "._flow._solution",
+    "default_ts": "._flow._times",
+    "ACTIVATIONS": "._models._activations",
+    "AbstractModel": "._models._base",
+    "mse_loss": "._models._base",
+    "Linear": "._models._linear",
+    "MultiLayer": "._models._multilayer",
+    "TwoLayer": "._models._two_layer",
+    "descend_mse": "._problem",
+    "mse_problem": "._problem",
+    "simulate_mse": "._problem",
+}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str):
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gflow' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API))
+
 
 if _os.environ.get("GFLOW_DISTRIBUTED", "0") == "1":
     # Multi-host: join the jax.distributed job before any JAX work (docs/scaling.md).
     from ._flow._sharding import init_distributed as _init_distributed
 
     _init_distributed()
-
-from ._analysis._certificates import CertificateReport as CertificateReport
-from ._analysis._certificates import Check as Check
-from ._analysis._certificates import certify as certify
-from ._analysis._features import kernel_change as kernel_change
-from ._analysis._features import movement_metrics as movement_metrics
-from ._analysis._features import neuron_movement as neuron_movement
-from ._analysis._features import relative_movement as relative_movement
-from ._analysis._hessian import hessian_lambda_max as hessian_lambda_max
-from ._analysis._hessian import lambda_max_along as lambda_max_along
-from ._analysis._kernel import KernelTrace as KernelTrace
-from ._analysis._kernel import jacobian_gram as jacobian_gram
-from ._analysis._kernel import kernel_alignment as kernel_alignment
-from ._analysis._kernel import kernel_metrics as kernel_metrics
-from ._analysis._kernel import tangent_kernel as tangent_kernel
-from ._analysis._linearized import LinearizedFlow as LinearizedFlow
-from ._analysis._linearized import linearized_flow as linearized_flow
-from ._analysis._linearized import prediction_gap as prediction_gap
-from ._analysis._linearized import prediction_metrics as prediction_metrics
-from ._analysis._rate import RateFit as RateFit
-from ._analysis._rate import find_floor as find_floor
-from ._analysis._rate import fit_rate as fit_rate
-from ._analysis._rate import local_rate as local_rate
-from ._analysis._schur import first_layer_kernel as first_layer_kernel
-from ._analysis._schur import schur_metrics as schur_metrics
-from ._analysis._structured import structured_kernel as structured_kernel
-from ._data._dataset import Dataset as Dataset
-from ._data._dataset import from_arrays as from_arrays
-from ._data._digits import load_digits as load_digits
-from ._data._synthetic import make_synthetic as make_synthetic
-from ._ensemble_mse import ensemble_models as ensemble_models
-from ._ensemble_mse import simulate_mse_ensemble as simulate_mse_ensemble
-from ._experiments._reproduce import reproduce as reproduce
-from ._experiments._reproduce import reproduce_all as reproduce_all
-from ._experiments._spec import EXPERIMENTS as EXPERIMENTS
-from ._experiments._spec import load_spec as load_spec
-from ._flow._checkpoint import Checkpoint as Checkpoint
-from ._flow._controller import PIDController as PIDController
-from ._flow._ensemble import EnsembleSolution as EnsembleSolution
-from ._flow._ensemble import simulate_ensemble as simulate_ensemble
-from ._flow._ensemble import stack_params as stack_params
-from ._flow._flatten import FlatProblem as FlatProblem
-from ._flow._flatten import flatten_problem as flatten_problem
-from ._flow._fused import FusedTsit5 as FusedTsit5
-from ._flow._implicit import matfree_implicit as matfree_implicit
-from ._flow._lowstorage import LowStorageRK4 as LowStorageRK4
-from ._flow._modified import modified_loss as modified_loss
-from ._flow._modified import simulate_modified as simulate_modified
-from ._flow._sharding import ensemble_mesh as ensemble_mesh
-from ._flow._sharding import init_distributed as init_distributed
-from ._flow._simulate import SOLVERS as SOLVERS
-from ._flow._simulate import gradient_descent as gradient_descent
-from ._flow._simulate import make_solver as make_solver
-from ._flow._simulate import simulate as simulate
-from ._flow._solution import Solution as Solution
-from ._flow._times import default_ts as default_ts
-from ._models._activations import ACTIVATIONS as ACTIVATIONS
-from ._models._base import AbstractModel as AbstractModel
-from ._models._base import mse_loss as mse_loss
-from ._models._linear import Linear as Linear
-from ._models._multilayer import MultiLayer as MultiLayer
-from ._models._two_layer import TwoLayer as TwoLayer
-from ._problem import descend_mse as descend_mse
-from ._problem import mse_problem as mse_problem
-from ._problem import simulate_mse as simulate_mse
-
-__version__ = "0.1.0"

@@ -9,6 +9,7 @@ code 2, without a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import _bench_cmd, _reproduce_cmd, _run_cmd, _sweep_cmd
@@ -26,6 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog="Run 'gflow SUBCOMMAND --help' for each subcommand. Docs: docs/ in the repo.",
     )
+    parser.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        help=(
+            "do not use JAX's persistent compilation cache (on by default, in "
+            "$GFLOW_CACHE_DIR or ~/.cache/gflow/xla; GFLOW_COMPILE_CACHE=0 does the same)"
+        ),
+    )
     sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
     for module in SUBCOMMANDS:
         module.add_parser(sub)
@@ -38,7 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
+    if args.no_compile_cache:
+        os.environ["GFLOW_COMPILE_CACHE"] = "0"
     try:
+        if os.environ.get("GFLOW_COMPILE_CACHE", "1") != "0":
+            from .._flow._cache import enable_persistent_cache
+
+            enable_persistent_cache()
         return int(args.func(args) or 0)
     except ValueError as exc:
         print(f"gflow: error: {_one_line(str(exc))}", file=sys.stderr)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .._config import default_config, dumps_toml, load_config
-
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -39,6 +37,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .._config import default_config, dumps_toml, load_config
     from .._run import run_config, verdict
 
     config = args.config

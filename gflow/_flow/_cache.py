@@ -20,6 +20,7 @@ function object (and data through `args`) to reuse a program.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -67,6 +68,74 @@ def cache_info() -> dict[str, int]:
         return {**_COUNTS, "size": len(_CACHE), "maxsize": _SIZE[0]}
 
 
+PERSISTENT_ENV = "GFLOW_COMPILE_CACHE"
+
+
+def default_cache_dir() -> str:
+    """$GFLOW_CACHE_DIR, else $XDG_CACHE_HOME/gflow/xla, else ~/.cache/gflow/xla."""
+    if os.environ.get("GFLOW_CACHE_DIR"):
+        return os.environ["GFLOW_CACHE_DIR"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "gflow", "xla")
+
+
+def enable_persistent_cache(path: str | os.PathLike | None = None) -> str | None:
+    """Turn on JAX's persistent compilation cache, so that another process compiling the
+    same program (a second `gflow run` of the same shapes, say) loads it from disk.
+
+    Arguments:
+        path: the cache folder; default `default_cache_dir()`.
+
+    Returns:
+        The folder in use, or None when GFLOW_COMPILE_CACHE=0 turned it off (the CLI's
+        `--no-compile-cache` sets that). Programs holding host callbacks (progress bars,
+        exact evaluation counts of implicit solvers) are not cached by JAX.
+    """
+    if os.environ.get(PERSISTENT_ENV, "1") == "0":
+        return None
+    folder = os.fspath(path) if path is not None else default_cache_dir()
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(
+            f"compile cache: cannot create the folder {folder!r} ({exc.strerror}); set "
+            "GFLOW_CACHE_DIR to a writable folder or turn the cache off with "
+            "GFLOW_COMPILE_CACHE=0."
+        ) from None
+    jax.config.update("jax_compilation_cache_dir", folder)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return folder
+
+
+@contextlib.contextmanager
+def checks_without_callbacks():
+    """While tracing gflow's solves, compile equinox's runtime checks (`eqx.error_if`,
+    which diffrax uses on its traced inputs: save times inside [t0, t1], dt0's sign) in
+    its "nan" mode instead of "raise".
+
+    "raise" lowers each check to a host callback, and JAX does not store programs with
+    host callbacks in its persistent compilation cache. Every condition these checks
+    guard is validated on the host before the solve (`prepare_flow`, `check_ts`), and a
+    NaN would surface as a failed or diverged result, never as a silent answer. This sets
+    equinox's module-level default (equinox._errors.EQX_ON_ERROR) for the duration of the
+    trace only, and only when the user has not chosen a mode with EQX_ON_ERROR.
+    """
+    try:
+        from equinox import _errors
+    except ImportError:  # pragma: no cover - another equinox layout: leave it alone
+        yield
+        return
+    if os.environ.get("EQX_ON_ERROR") or getattr(_errors, "EQX_ON_ERROR", None) != "raise":
+        yield
+        return
+    _errors.EQX_ON_ERROR = "nan"
+    try:
+        yield
+    finally:
+        _errors.EQX_ON_ERROR = "raise"
+
+
 def _leaf_signature(leaf: Any) -> tuple:
     sharding = leaf.sharding if isinstance(leaf, jax.Array) else None
     return (tuple(np.shape(leaf)), np.dtype(leaf.dtype).str, sharding)
@@ -111,7 +180,9 @@ def compile_for(
     if exe is not None:
         return exe, dyn, True, 0.0
     start = time.perf_counter()
-    exe = jax.jit(lambda d: fn(eqx.combine(d, static))).lower(dyn).compile()
+    with checks_without_callbacks():
+        lowered = jax.jit(lambda d: fn(eqx.combine(d, static))).lower(dyn)
+    exe = lowered.compile()
     compile_seconds = time.perf_counter() - start
     with _LOCK:
         if key is None:
