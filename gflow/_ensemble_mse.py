@@ -45,6 +45,35 @@ def _data_arrays(data: Dataset) -> dict[str, jax.Array]:
     return {f: jnp.asarray(getattr(data, f)) for f in _DATA_FIELDS}
 
 
+# The losses and metrics as module-level (hashable) functions, so that a later ensemble
+# of the same shapes reuses the compiled solve. Shared data is the solve's `args`;
+# per-member data rides in the parameters as frozen leaves under "data".
+def _shared_train_loss(p: dict, a: dict) -> jax.Array:
+    return mse_loss(p["model"], a["x_train"], a["y_train"])
+
+
+def _shared_test_loss(p: dict, a: dict) -> jax.Array:
+    return mse_loss(p["model"], a["x_test"], a["y_test"])
+
+
+def _own_train_loss(p: dict) -> jax.Array:
+    return mse_loss(p["model"], p["data"]["x_train"], p["data"]["y_train"])
+
+
+def _own_test_loss(p: dict) -> jax.Array:
+    return mse_loss(p["model"], p["data"]["x_test"], p["data"]["y_test"])
+
+
+@dataclasses.dataclass(frozen=True)
+class _OnModel:
+    """A user metric fn(model) on the ensemble's parameter dict (hashable)."""
+
+    fn: Callable
+
+    def __call__(self, p: dict, *args: Any) -> jax.Array:
+        return self.fn(p["model"])
+
+
 def simulate_mse_ensemble(
     models: Any,
     data: Dataset | Sequence[Dataset],
@@ -106,31 +135,18 @@ def simulate_mse_ensemble(
     has_test = bool(first.n_test)
 
     if shared:
-        fixed = _data_arrays(first)
         params = {"model": models}
-
-        def arrays(p):
-            return fixed
+        args = _data_arrays(first)
+        loss_fn = _shared_train_loss
+        wrapped: dict[str, Callable] = {"test_loss": _shared_test_loss} if has_test else {}
+        wrapped.update({k: _OnModel(fn) for k, fn in (metrics or {}).items()})
+        extra = {"args": args}
     else:
         params = {"model": models, "data": stack_params([_data_arrays(d) for d in datasets])}
-
-        def arrays(p):
-            return p["data"]
-
-    def loss_fn(p):
-        a = arrays(p)
-        return mse_loss(p["model"], a["x_train"], a["y_train"])
-
-    wrapped: dict[str, Callable] = {}
-    if has_test:
-
-        def test_loss(p):
-            a = arrays(p)
-            return mse_loss(p["model"], a["x_test"], a["y_test"])
-
-        wrapped["test_loss"] = test_loss
-    for name, fn in (metrics or {}).items():
-        wrapped[name] = lambda p, fn=fn: fn(p["model"])
+        loss_fn = _own_train_loss
+        wrapped = {"test_loss": _own_test_loss} if has_test else {}
+        wrapped.update({k: _OnModel(fn) for k, fn in (metrics or {}).items()})
+        extra = {}
 
     def like(model_tree, fill):
         return {
@@ -144,7 +160,9 @@ def simulate_mse_ensemble(
         kwargs["eta"] = like(kwargs["eta"], 1.0)
     trainable = kwargs.pop("trainable", None)
     trainable = like(models.trainable() if trainable is None else trainable, False)
-    ens = simulate_ensemble(loss_fn, params, t1, trainable=trainable, metrics=wrapped, **kwargs)
+    ens = simulate_ensemble(
+        loss_fn, params, t1, trainable=trainable, metrics=wrapped, **extra, **kwargs
+    )
 
     def strip(sol):
         return dataclasses.replace(

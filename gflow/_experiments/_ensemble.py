@@ -9,6 +9,7 @@ slowest member (a vmapped while loop runs until every member has finished).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -26,6 +27,26 @@ def data_arrays(data: Dataset) -> dict[str, jax.Array]:
     if data.n_test:
         out.update(xt=jnp.asarray(data.x_test), yt=jnp.asarray(data.y_test))
     return out
+
+
+# Module-level (hashable) loss and metrics: the next sweep point of the same shapes
+# reuses the compiled solve.
+def _train_loss(p: dict) -> jax.Array:
+    return mse_loss(p["model"], p["data"]["x"], p["data"]["y"])
+
+
+def _test_loss(p: dict) -> jax.Array:
+    return mse_loss(p["model"], p["data"]["xt"], p["data"]["yt"])
+
+
+@dataclasses.dataclass(frozen=True)
+class _OnModelData:
+    """A metric fn(model, data) on the ensemble's parameter dict."""
+
+    fn: Callable
+
+    def __call__(self, p: dict) -> jax.Array:
+        return self.fn(p["model"], p["data"])
 
 
 def run_ensemble(
@@ -55,20 +76,17 @@ def run_ensemble(
     data = stack_params([data_arrays(d) for d in datasets])
     params = {"model": models, "data": data}
 
-    def loss_fn(p):
-        return mse_loss(p["model"], p["data"]["x"], p["data"]["y"])
-
-    wrapped = {}
+    wrapped: dict[str, Callable] = {}
     if datasets[0].n_test:
-        wrapped["test_loss"] = lambda p: mse_loss(p["model"], p["data"]["xt"], p["data"]["yt"])
+        wrapped["test_loss"] = _test_loss
     for name, fn in (metrics or {}).items():
-        wrapped[name] = lambda p, fn=fn: fn(p["model"], p["data"])
+        wrapped[name] = _OnModelData(fn)
     eta = {"model": models.eta(), "data": jax.tree_util.tree_map(lambda _: 1.0, data)}
     trainable = {
         "model": models.trainable(),
         "data": jax.tree_util.tree_map(lambda _: False, data),
     }
     ens = simulate_ensemble(
-        loss_fn, params, t1, eta=eta, trainable=trainable, metrics=wrapped, **kwargs
+        _train_loss, params, t1, eta=eta, trainable=trainable, metrics=wrapped, **kwargs
     )
     return ens, models, data

@@ -27,6 +27,11 @@ from ._measures import lazy_gap, loglog_slope, tangent_kernel
 MEASURES = ("movement", "kernel", "lazy_gap")
 
 
+def _predictions(model, data):
+    """Save-time metric: the model's outputs on the member's training inputs."""
+    return model(data["x"])
+
+
 def _member(tree, i):
     return jax.tree_util.tree_map(lambda a: a[i] if hasattr(a, "ndim") else a, tree)
 
@@ -59,7 +64,7 @@ def run_point(spec: dict[str, Any], point: dict[str, Any]):
         seeds,
         datasets,
         float(s["t1"]),
-        metrics={"pred": lambda model, dat: model(dat["x"])},
+        metrics={"pred": _predictions},
         ts=ts,
         rtol=s["rtol"],
         atol=s["atol"],

@@ -18,15 +18,17 @@ implicit-regularisation flow d theta/dt = -grad(L + (h/4)|grad L|^2) of Barrett 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import jax.tree_util as jtu
 from jax.flatten_util import ravel_pytree
 
-from ._flatten import as_filter_spec, flatten_problem
+from ._flatten import NO_ARGS, as_filter_spec, flatten_problem
 from ._simulate import _check_positive, simulate
 from ._solution import Solution
 
@@ -68,6 +70,35 @@ def modified_loss(
     return loss_tilde
 
 
+@dataclasses.dataclass(frozen=True)
+class _WithArgs:
+    """fn(p) or fn(p, args) called as (p, a) with a = {"args", "h", "eta"}: the base loss
+    and the user's metrics inside the cached modified-flow solve (hashable)."""
+
+    fn: Callable
+    with_args: bool
+
+    def __call__(self, p: PyTree, a: dict) -> jax.Array:
+        return self.fn(p, a["args"]) if self.with_args else self.fn(p)
+
+
+@dataclasses.dataclass(frozen=True)
+class _ModifiedLoss:
+    """(p, a) -> L(p) + (a["h"]/4) sum_i a["eta"]_i (dL/dtheta_i)^2: the modified loss with
+    h and eta as data, so a new h or eta reuses the compiled solve."""
+
+    base: _WithArgs
+    spec_leaves: tuple
+    spec_def: Any
+
+    def __call__(self, p: PyTree, a: dict) -> jax.Array:
+        spec = jtu.tree_unflatten(self.spec_def, self.spec_leaves)
+        dyn, frozen = eqx.partition(p, spec)
+        theta, unravel = ravel_pytree(dyn)
+        g = jax.grad(lambda th: self.base(eqx.combine(unravel(th), frozen), a))(theta)
+        return self.base(p, a) + 0.25 * a["h"] * jnp.sum(a["eta"] * g**2)
+
+
 def simulate_modified(
     loss_fn: Callable[[PyTree], jax.Array],
     params: PyTree,
@@ -77,6 +108,7 @@ def simulate_modified(
     eta: Any = 1.0,
     trainable: Any = None,
     metrics: Mapping[str, Callable[[PyTree], jax.Array]] | None = None,
+    args: Any = NO_ARGS,
     **kwargs: Any,
 ) -> Solution:
     """Simulate GD's modified flow  d theta/dt = -E grad(L + (h/4)|grad L|_E^2).
@@ -85,6 +117,8 @@ def simulate_modified(
         loss_fn, params, t1, eta, trainable: as in `simulate`.
         h: the GD step it models (`gradient_descent(..., dt=h)`).
         metrics: extra metrics; `train_loss` (the unmodified L) is always recorded.
+        args: data for `loss_fn(params, args)` (and the metrics), as in `simulate`; h,
+            eta and args are all program arguments, so new values reuse the compiled solve.
         kwargs: passed to `simulate` (ts, solver, rtol, atol, save_params, ...).
 
     Returns:
@@ -92,10 +126,28 @@ def simulate_modified(
         `metrics["train_loss"]` is L at the save times. Each step costs Hessian-vector
         products (forward-over-reverse), about 2-3 gradient evaluations per field call.
     """
-    loss_tilde = modified_loss(loss_fn, params, h, eta=eta, trainable=trainable)
-    all_metrics = {"train_loss": loss_fn, **dict(metrics or {})}
+    _check_positive("h", h)
+    with_args = args is not NO_ARGS
+    spec = as_filter_spec(params, trainable)
+    eta_vec = flatten_problem(
+        loss_fn, params, eta=eta, trainable=spec, **({"args": args} if with_args else {})
+    ).eta
+    spec_leaves, spec_def = jtu.tree_flatten(spec)
+    loss_tilde = _ModifiedLoss(_WithArgs(loss_fn, with_args), tuple(spec_leaves), spec_def)
+    all_metrics = {
+        name: _WithArgs(fn, with_args)
+        for name, fn in {"train_loss": loss_fn, **dict(metrics or {})}.items()
+    }
+    data = {"args": args if with_args else None, "h": jnp.asarray(float(h)), "eta": eta_vec}
     sol = simulate(
-        loss_tilde, params, t1, eta=eta, trainable=trainable, metrics=all_metrics, **kwargs
+        loss_tilde,
+        params,
+        t1,
+        eta=eta,
+        trainable=trainable,
+        metrics=all_metrics,
+        args=data,
+        **kwargs,
     )
     sol.settings["method"] = "modified_flow"
     sol.settings["h"] = float(h)

@@ -1,0 +1,200 @@
+"""The compile cache: a later call of the same structure reuses the compiled program, gives
+the very numbers a fresh compilation gives, and anything structural compiles anew."""
+
+import os
+import subprocess
+import sys
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gflow
+
+N, D, M = 24, 6, 32
+
+
+def _data(seed):
+    kx, kt = jax.random.split(jax.random.key(100 + seed))
+    x = jax.random.normal(kx, (N, D))
+    return x, jnp.tanh(x @ jax.random.normal(kt, (D,)))
+
+
+def _params(seed, m=M):
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    return {"W": jax.random.normal(k1, (m, D)), "c": jax.random.normal(k2, (m,))}
+
+
+def loss_args(p, a):
+    x, y = a
+    return 0.5 * jnp.mean((jnp.tanh(x @ p["W"].T) @ p["c"] / p["c"].shape[0] - y) ** 2)
+
+
+def c_norm(p, a):
+    return jnp.linalg.norm(p["c"])
+
+
+def _same(a, b):
+    """Bitwise-equal save-time records and final state."""
+    np.testing.assert_array_equal(a.ts, b.ts)
+    np.testing.assert_array_equal(a.loss, b.loss)
+    np.testing.assert_array_equal(a.grad_norm, b.grad_norm)
+    np.testing.assert_array_equal(a.theta_final, b.theta_final)
+    assert a.stats["num_steps"] == b.stats["num_steps"]
+
+
+VARIANTS = {
+    "params": dict(params=_params(1)),
+    "t1": dict(t1=7.5),
+    "tolerances": dict(rtol=1e-7, atol=1e-9),
+    "save_times": dict(ts=np.linspace(0.0, 5.0, 20) ** 1.1),
+    "eta": dict(eta=40.0),
+    "data": dict(args=_data(1)),
+    "loss_target": dict(loss_target=1e-3),
+}
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_new_values_reuse_the_program_and_give_fresh_numbers(name):
+    base = dict(params=_params(0), t1=5.0, rtol=1e-8, atol=1e-10, eta=float(M), args=_data(0))
+    base["ts"] = np.linspace(0.0, 5.0, 20)
+    loss_target = dict(loss_target=1e-9) if name == "loss_target" else {}
+
+    def call(**kw):
+        kw = {**base, **loss_target, **kw}
+        p, t1 = kw.pop("params"), kw.pop("t1")
+        if "ts" in kw and kw["ts"][-1] > t1:
+            kw["ts"] = kw["ts"] * (t1 / kw["ts"][-1])
+        return gflow.simulate(loss_args, p, t1, metrics={"c": c_norm}, **kw)
+
+    gflow.clear_cache()
+    first = call()
+    assert not first.stats["cache_hit"] and first.stats["compile_seconds"] > 0
+    again = call(**VARIANTS[name])
+    assert again.stats["cache_hit"], name
+    assert again.stats["compile_seconds"] == 0.0
+    gflow.clear_cache()
+    fresh = call(**VARIANTS[name])
+    assert not fresh.stats["cache_hit"]
+    _same(again, fresh)
+    np.testing.assert_array_equal(again.metrics["c"], fresh.metrics["c"])
+    assert gflow.cache_info()["misses"] == 1
+
+
+def test_structure_changes_compile_anew():
+    gflow.clear_cache()
+    a = gflow.simulate(loss_args, _params(0), 3.0, eta=float(M), args=_data(0))
+    b = gflow.simulate(loss_args, _params(0, m=M + 1), 3.0, eta=float(M), args=_data(0))
+    c = gflow.simulate(loss_args, _params(0), 3.0, eta=float(M), args=_data(0), solver="dopri5")
+    d = gflow.simulate(
+        loss_args, _params(0), 3.0, eta=float(M), args=_data(0), ts=np.linspace(0, 3.0, 7)
+    )
+    e = gflow.simulate(
+        loss_args, _params(0), 3.0, eta=float(M), args=_data(0), metrics={"c": c_norm}
+    )
+    assert not any(s.stats["cache_hit"] for s in (a, b, c, d, e))
+    assert gflow.cache_info()["misses"] == 5
+
+
+def test_args_equals_closure_and_closure_loss_still_works():
+    x, y = _data(0)
+    p = _params(0)
+    with_args = gflow.simulate(loss_args, p, 4.0, eta=float(M), args=(x, y))
+    closure = gflow.simulate(lambda q: loss_args(q, (x, y)), p, 4.0, eta=float(M))
+    np.testing.assert_allclose(with_args.loss, closure.loss, rtol=1e-12, atol=1e-15)
+
+
+def test_cache_size_bounds_and_evicts_least_recent():
+    old = gflow.cache_size()
+    try:
+        gflow.clear_cache()
+        gflow.cache_size(1)
+        gflow.simulate(loss_args, _params(0), 2.0, eta=float(M), args=_data(0))
+        gflow.simulate(loss_args, _params(0), 2.0, eta=float(M), args=_data(0), solver="dopri5")
+        assert gflow.cache_info()["size"] == 1
+        again = gflow.simulate(loss_args, _params(0), 2.0, eta=float(M), args=_data(0))
+        assert not again.stats["cache_hit"]  # evicted by the dopri5 program
+        with pytest.raises(ValueError, match="size"):
+            gflow.cache_size(-1)
+    finally:
+        gflow.cache_size(old)
+
+
+def test_every_path_hits_on_its_second_call(tmp_path):
+    data0, data1 = gflow.make_synthetic(n=16, d=4, seed=0), gflow.make_synthetic(n=16, d=4, seed=1)
+    m0 = gflow.TwoLayer(d=4, m=16, key=jax.random.key(0))
+    m1 = gflow.TwoLayer(d=4, m=16, key=jax.random.key(1))
+    gflow.clear_cache()
+    # MSE front ends: new data and a new model of the same shapes
+    assert not gflow.simulate_mse(m0, data0, 3.0).stats["cache_hit"]
+    assert gflow.simulate_mse(m1, data1, 4.0).stats["cache_hit"]
+    # gradient descent: a new step size (same number of steps)
+    assert not gflow.descend_mse(m0, data0, dt=0.1, n_steps=20).stats["cache_hit"]
+    assert gflow.descend_mse(m1, data1, dt=0.05, n_steps=20).stats["cache_hit"]
+    # modified flow: a new h
+    loss, _ = gflow.mse_problem(m0, data0)
+    tr = m0.trainable()
+    assert not gflow.simulate_modified(loss, m0, 1.0, 0.1, trainable=tr).stats["cache_hit"]
+    assert gflow.simulate_modified(loss, m1, 1.0, 0.05, trainable=tr).stats["cache_hit"]
+    # checkpointed segments
+    kw = dict(eta=16.0, args=_data(0), ts=np.linspace(0.0, 2.0, 9))
+    ck = lambda name: gflow.Checkpoint(tmp_path / name, segments=3)  # noqa: E731
+    first = gflow.simulate(loss_args, _params(0, 16), 2.0, checkpoint=ck("a.npz"), **kw)
+    second = gflow.simulate(loss_args, _params(1, 16), 2.0, checkpoint=ck("b.npz"), **kw)
+    assert not first.stats["cache_hit"] and second.stats["cache_hit"]
+    # ensembles (seeds vmapped), shared data
+    build = lambda k: gflow.TwoLayer(d=4, m=16, key=k)  # noqa: E731
+    e0 = gflow.simulate_mse_ensemble(build, data0, 2.0, seeds=[0, 1])
+    e1 = gflow.simulate_mse_ensemble(build, data1, 2.0, seeds=[2, 3])
+    assert not e0.stats["cache_hit"] and e1.stats["cache_hit"]
+
+
+def test_equinox_modules_with_function_fields():
+    """eqx.nn.MLP holds its activation (a function) as a field: partitioned out as static."""
+    mlp = eqx.nn.MLP(D, "scalar", 16, 2, activation=jnp.tanh, key=jax.random.key(0))
+    x, y = _data(0)
+
+    def mlp_loss(model, a):
+        return 0.5 * jnp.mean((jax.vmap(model)(a[0]) - a[1]) ** 2)
+
+    gflow.clear_cache()
+    sol = gflow.simulate(mlp_loss, mlp, 2.0, args=(x, y))
+    assert sol.success and sol.loss[-1] < sol.loss[0]
+    assert isinstance(sol.final, eqx.nn.MLP) and sol.final.activation is jnp.tanh
+    again = gflow.simulate(
+        mlp_loss,
+        eqx.nn.MLP(D, "scalar", 16, 2, activation=jnp.tanh, key=jax.random.key(1)),
+        2.0,
+        args=(x, y),
+    )
+    assert again.stats["cache_hit"]
+
+
+def test_import_gflow_loads_neither_jax_nor_matplotlib():
+    code = (
+        "import sys, os; import gflow; "
+        "print('jax' in sys.modules, 'matplotlib' in sys.modules, os.environ.get('JAX_ENABLE_X64'))"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("JAX_ENABLE_X64", "GFLOW_X64")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.stdout.split() == ["False", "False", "1"], out.stderr
+    # and the first use gives float64
+    code = "import gflow, jax.numpy as jnp; print(jnp.zeros(1).dtype, gflow.simulate.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.stdout.split() == ["float64", "simulate"], out.stderr
+
+
+def test_persistent_cache_is_opt_out(tmp_path, monkeypatch):
+    from gflow._flow import _cache
+
+    monkeypatch.setenv("GFLOW_COMPILE_CACHE", "0")
+    assert gflow.enable_persistent_cache(tmp_path) is None
+    monkeypatch.setenv("GFLOW_CACHE_DIR", str(tmp_path / "c"))
+    assert _cache.default_cache_dir() == str(tmp_path / "c")
+    with pytest.raises(ValueError, match="GFLOW_CACHE_DIR"):
+        monkeypatch.setenv("GFLOW_COMPILE_CACHE", "1")
+        blocker = tmp_path / "file"
+        blocker.write_text("x")
+        gflow.enable_persistent_cache(blocker / "sub")
