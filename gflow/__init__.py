@@ -67,6 +67,7 @@ from ._flow._implicit import matfree_implicit as matfree_implicit
 from ._flow._lowstorage import LowStorageRK4 as LowStorageRK4
 from ._flow._modified import modified_loss as modified_loss
 from ._flow._modified import simulate_modified as simulate_modified
+from ._flow._persist import load_solution as load_solution
 from ._flow._sharding import ensemble_mesh as ensemble_mesh
 from ._flow._sharding import init_distributed as init_distributed
 from ._flow._simulate import SOLVERS as SOLVERS

@@ -21,6 +21,7 @@ import numpy as np
 from . import _implicit
 from ._checkpoint import Checkpoint, integrate_checkpointed
 from ._controller import PIDController
+from ._dense import check_dense_memory, dense_from_raw
 from ._field import FORWARD, make_event, make_save_fn, make_term, watches_divergence
 from ._flatten import FlatProblem, flatten_problem, tree_norm
 from ._fsal import FSALSolver
@@ -172,6 +173,7 @@ def make_solve_fn(
     loss_target: float | None = None,
     progress: bool = False,
     count_evals: bool = False,
+    dense: bool = False,
 ) -> Callable[[FlatProblem, jax.Array], dict[str, Any]]:
     """The pure solve `(problem, ts) -> raw outputs` that `integrate` jits.
 
@@ -180,6 +182,8 @@ def make_solve_fn(
     outputs are turned into a `Solution` by `solution_from_raw`. The one exception is
     `count_evals=True`, which counts vector-field evaluations with a host callback
     (`_implicit.counted_field`) for solvers whose cost per step is not fixed.
+    `dense=True` also returns the solver's dense output (`raw["dense"]`: step times,
+    their number and the per-step interpolation coefficients; see _dense.py).
     """
     t0, t1 = float(t0), float(t1)
     save_fn = make_save_fn(metrics, save_params)
@@ -203,7 +207,8 @@ def make_solve_fn(
             prob.theta0,
             args=prob,
             saveat=diffrax.SaveAt(
-                subs=[diffrax.SubSaveAt(ts=ts_arr, fn=save_fn), diffrax.SubSaveAt(t1=True)]
+                subs=[diffrax.SubSaveAt(ts=ts_arr, fn=save_fn), diffrax.SubSaveAt(t1=True)],
+                dense=dense,
             ),
             stepsize_controller=stepsize_controller,
             event=event,
@@ -217,7 +222,12 @@ def make_solve_fn(
         if single:
             saved = jax.tree_util.tree_map(lambda a: a[:1], saved)
             ts_saved = ts_saved[:1]
+        extra = {}
+        if dense:
+            it = sol.interpolation
+            extra["dense"] = {"ts": it.ts, "ts_size": it.ts_size, "infos": it.infos}
         return {
+            **extra,
             "ts": ts_saved,
             "saved": saved,
             "t_final": sol.ts[1][-1],
@@ -247,6 +257,7 @@ def integrate(
     loss_target: float | None = None,
     progress: bool = False,
     settings: dict[str, Any] | None = None,
+    dense: bool = False,
 ) -> Solution:
     """Solve d theta/dt = problem.vector_field(theta) on [t0, t1] and record at `ts`.
 
@@ -268,6 +279,7 @@ def integrate(
         loss_target=loss_target,
         progress=progress,
         count_evals=count_evals,
+        dense=dense,
     )
     # The save times are a constant of the program (one solve, compiled once), so XLA
     # folds diffrax's checks on them away at compile time.
@@ -409,6 +421,7 @@ def solution_from_raw(
         message=message,
         stats=stats,
         settings=dict(settings or {}),
+        dense=dense_from_raw(out["dense"], solver) if "dense" in out else None,
     )
 
 
@@ -537,6 +550,7 @@ def simulate(
     progress: bool = False,
     checkpoint: Checkpoint | None = None,
     state: str = "flat",
+    dense: bool = False,
 ) -> Solution:
     """Simulate the gradient flow  d theta/dt = -eta * grad L(theta)  from `params`.
 
@@ -566,6 +580,11 @@ def simulate(
             pytree is integrated as it is, eta per leaf): the same flow with 3-4 state
             vectors less memory; with solver="lserk4" a step fits in (5 + 4) state
             vectors + data (docs/scaling.md). Not with `checkpoint`.
+        dense: also keep the solver's dense output (every step's interpolation
+            coefficients), so that `sol.evaluate(t)` gives theta(t) at any t in
+            [t0, t_final]. Costs (max_steps + 1) steps of interpolation data (about
+            (stages + 2) x P floats each) during the solve; not with `checkpoint` or
+            state="tree" (docs/results.md).
 
     Returns:
         A `Solution`. Failures (step limit, divergence, interruption) are reported in it,
@@ -589,7 +608,14 @@ def simulate(
             "state: 'tree' is not supported with checkpoint (checkpoints store the flat "
             "state); use state='flat' to checkpoint, or drop checkpoint."
         )
+    if dense and (checkpoint is not None or state != "flat"):
+        raise ValueError(
+            "dense: dense output needs one solve of a flat state; drop checkpoint and use "
+            "state='flat', or pass dense=False."
+        )
     problem = flatten_problem(loss_fn, params, eta=eta, trainable=trainable, state=state)
+    if dense:
+        check_dense_memory(solver_obj, make_term(False), problem, t0, float(t1), max_steps)
     settings = flow_settings(
         solver_obj,
         stepsize_controller,
@@ -605,13 +631,15 @@ def simulate(
         dtype=problem.dtype,
     )
     settings["state"] = state
+    if dense:
+        settings["dense"] = True
     if checkpoint is not None:
         if not isinstance(checkpoint, Checkpoint):
             raise ValueError(f"checkpoint: expected a gflow.Checkpoint, got {checkpoint!r}.")
         checkpoint.check_resumable()
         engine = functools.partial(integrate_checkpointed, checkpoint=checkpoint)
     else:
-        engine = integrate
+        engine = functools.partial(integrate, dense=bool(dense))
     return engine(
         problem,
         t0,
