@@ -82,6 +82,10 @@ from ._models._base import mse_loss as mse_loss
 from ._models._linear import Linear as Linear
 from ._models._multilayer import MultiLayer as MultiLayer
 from ._models._two_layer import TwoLayer as TwoLayer
+from ._plots import figure_title as figure_title
+from ._plots import plot_gd_vs_flow as plot_gd_vs_flow
+from ._plots import plot_kernel as plot_kernel
+from ._plots import plot_loss as plot_loss
 from ._problem import descend_mse as descend_mse
 from ._problem import mse_problem as mse_problem
 from ._problem import simulate_mse as simulate_mse
