@@ -33,12 +33,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
-import gflow  # noqa: F401  (float64 before JAX is imported)
 import diffrax  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import numpy as np
+
+import gflow  # noqa: F401  (float64 before JAX is imported)
 
 N, D, T1 = 256, 32, 40.0
 TS = np.array([0.0, 5.0, 15.0, T1])
@@ -70,7 +70,9 @@ def flat(p):
 
 
 def rel_error(traj, ref):
-    return float(max(np.linalg.norm(a - b) / np.linalg.norm(b) for a, b in zip(traj, ref)))
+    return float(
+        max(np.linalg.norm(a - b) / np.linalg.norm(b) for a, b in zip(traj, ref, strict=True))
+    )
 
 
 # --- the plain diffrax a user would write ------------------------------------------------
@@ -128,9 +130,13 @@ def run_gflow(solver):
     return go
 
 
-def run_scipy(p0, a, m, tol, _cache={}):
+_FIELDS: dict = {}  # width -> jitted field, compiled once per width like a user would
+
+
+def run_scipy(p0, a, m, tol):
     from scipy.integrate import solve_ivp
 
+    _cache = _FIELDS
     key = m
     if key not in _cache:
         unravel = jax.flatten_util.ravel_pytree(p0)[1]
@@ -178,7 +184,7 @@ def reference(p0, a, m):
 def at_error(rows, target):
     """Wall time at relative error `target` by log-log interpolation of (error, wall)."""
     pts = sorted((r["error"], r["wall_median"]) for r in rows if r["error"] and r["error"] > 0)
-    for (e0, w0), (e1, w1) in zip(pts, pts[1:]):
+    for (e0, w0), (e1, w1) in zip(pts[:-1], pts[1:], strict=True):
         if e0 <= target <= e1:
             if e1 == e0:
                 return w0

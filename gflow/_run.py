@@ -25,7 +25,7 @@ from ._flow._checkpoint import Checkpoint
 from ._flow._solution import Solution
 from ._flow._times import default_ts
 from ._io import SCHEMA_VERSION, versions, write_json, write_npz, write_text
-from ._plots import plot_kernel, plot_loss
+from ._plots import figure_title, plot_kernel, plot_loss, save_figure
 from ._problem import simulate_mse
 
 CHECKPOINT_FILE = "checkpoint.npz"
@@ -142,23 +142,18 @@ def run_config(
             arrays["params" + jax.tree_util.keystr(path)] = np.asarray(leaf)
     arrays.update(ana.arrays)
     write_npz(out / "trajectory.npz", arrays)
-    title = f"{cfg['model']['kind']} ({cfg['model']['scaling']}), n={data.n}, d={data.d}"
+    title = figure_title(model, seed=cfg["seed"], data=data)
     plot_errors = []
-    try:  # a figure must never cost the results
-        plot_loss(
-            out / "loss.png",
-            sol.ts,
-            sol.loss,
-            fit=fit,
-            test_loss=sol.metrics.get("test_loss"),
-            envelope=None if ana.report is None else ana.report.envelope,
-            title=title,
-        )
+    try:  # a figure must never cost the results; the same fit object as result.json's
+        envelope = None if ana.report is None else ana.report.envelope
+        fig = plot_loss(sol, fit, envelope=envelope, title=title)
+        save_figure(fig, out / "loss.png")
     except Exception as exc:  # noqa: BLE001
         plot_errors.append(f"loss.png not drawn: {type(exc).__name__}: {exc}")
     if ana.kernel is not None:
         try:
-            plot_kernel(out / "kernel.png", sol.ts, ana.kernel, schur=ana.schur, title=title)
+            fig = plot_kernel(sol, ana.kernel, schur=ana.schur, title=title)
+            save_figure(fig, out / "kernel.png")
         except Exception as exc:  # noqa: BLE001
             plot_errors.append(f"kernel.png not drawn: {type(exc).__name__}: {exc}")
     plot_error = "; ".join(plot_errors) or None

@@ -59,6 +59,8 @@ class SolveSpec(eqx.Module):
         max_steps: step limit (static: it sizes the step loop).
         metrics: ((name, fn), ...) recorded at the save times.
         save_params, progress, count_evals: static switches.
+        dense: also return the solver's dense output (`raw["dense"]`: step times, their
+            number and the per-step interpolation coefficients; see _dense.py).
         mesh: a device mesh to shard an ensemble over (None: vmap on one device).
     """
 
@@ -76,6 +78,7 @@ class SolveSpec(eqx.Module):
     progress: bool = eqx.field(static=True, default=False)
     count_evals: bool = eqx.field(static=True, default=False)
     mesh: Any = eqx.field(static=True, default=None)
+    dense: bool = eqx.field(static=True, default=False)
 
 
 def make_spec(
@@ -94,6 +97,7 @@ def make_spec(
     progress: bool = False,
     count_evals: bool = False,
     mesh: Any = None,
+    dense: bool = False,
 ) -> SolveSpec:
     """A `SolveSpec` with every value that may change between calls as an array."""
     dtype = jax.tree_util.tree_leaves(problem.theta0)[0].dtype
@@ -112,6 +116,7 @@ def make_spec(
         progress=bool(progress),
         count_evals=bool(count_evals),
         mesh=mesh,
+        dense=bool(dense),
     )
 
 
@@ -142,7 +147,8 @@ def solve(spec: SolveSpec) -> dict[str, Any]:
         spec.problem.theta0,
         args=spec.problem,
         saveat=diffrax.SaveAt(
-            subs=[diffrax.SubSaveAt(ts=ts, fn=save_fn), diffrax.SubSaveAt(t1=True)]
+            subs=[diffrax.SubSaveAt(ts=ts, fn=save_fn), diffrax.SubSaveAt(t1=True)],
+            dense=spec.dense,
         ),
         stepsize_controller=spec.controller,
         event=event,
@@ -156,7 +162,12 @@ def solve(spec: SolveSpec) -> dict[str, Any]:
     if single:
         saved = jax.tree_util.tree_map(lambda a: a[:1], saved)
         ts_saved = ts_saved[:1]
+    extra = {}
+    if spec.dense:
+        it = sol.interpolation
+        extra["dense"] = {"ts": it.ts, "ts_size": it.ts_size, "infos": it.infos}
     return {
+        **extra,
         "ts": ts_saved,
         "saved": saved,
         "t_final": sol.ts[1][-1],

@@ -20,6 +20,8 @@ import numpy as np
 from . import _engine, _implicit
 from ._checkpoint import Checkpoint, integrate_checkpointed
 from ._controller import PIDController
+from ._dense import check_dense_memory, dense_from_raw
+from ._field import make_term
 from ._flatten import NO_ARGS, FlatProblem, flatten_problem, tree_norm
 from ._fsal import FSALSolver
 from ._fused import FusedTsit5
@@ -170,6 +172,7 @@ def make_solve_fn(
     loss_target: float | None = None,
     progress: bool = False,
     count_evals: bool = False,
+    dense: bool = False,
 ) -> Callable[[FlatProblem, jax.Array], dict[str, Any]]:
     """The pure solve `(problem, ts) -> raw outputs` (`_engine.solve` of a `SolveSpec`
     with these settings), for jitting or vmapping by hand; `integrate` runs the same solve
@@ -191,6 +194,7 @@ def make_solve_fn(
                 loss_target=loss_target,
                 progress=progress,
                 count_evals=count_evals,
+                dense=dense,
             )
         )
 
@@ -212,6 +216,7 @@ def integrate(
     loss_target: float | None = None,
     progress: bool = False,
     settings: dict[str, Any] | None = None,
+    dense: bool = False,
 ) -> Solution:
     """Solve d theta/dt = problem.vector_field(theta) on [t0, t1] and record at `ts`.
 
@@ -237,6 +242,7 @@ def integrate(
         loss_target=loss_target,
         progress=progress,
         count_evals=count_evals,
+        dense=dense,
     )
     _implicit.reset_counts()
     out, timing = _engine.run(spec)
@@ -373,6 +379,7 @@ def solution_from_raw(
         message=message,
         stats=stats,
         settings=dict(settings or {}),
+        dense=dense_from_raw(out["dense"], solver) if "dense" in out else None,
     )
 
 
@@ -502,6 +509,7 @@ def simulate(
     checkpoint: Checkpoint | None = None,
     state: str = "flat",
     args: Any = NO_ARGS,
+    dense: bool = False,
 ) -> Solution:
     """Simulate the gradient flow  d theta/dt = -eta * grad L(theta)  from `params`.
 
@@ -540,6 +548,11 @@ def simulate(
         args: data passed as the second argument of `loss_fn` and of every metric
             (diffrax's `args` convention): its arrays are program arguments, so new data
             of the same shapes reuses the compiled solve. Omit it for `loss_fn(params)`.
+        dense: also keep the solver's dense output (every step's interpolation
+            coefficients), so that `sol.evaluate(t)` gives theta(t) at any t in
+            [t0, t_final]. Costs (max_steps + 1) steps of interpolation data (about
+            (stages + 2) x P floats each) during the solve; not with `checkpoint` or
+            state="tree" (docs/results.md).
 
     Returns:
         A `Solution`. Failures (step limit, divergence, interruption) are reported in it,
@@ -563,9 +576,16 @@ def simulate(
             "state: 'tree' is not supported with checkpoint (checkpoints store the flat "
             "state); use state='flat' to checkpoint, or drop checkpoint."
         )
+    if dense and (checkpoint is not None or state != "flat"):
+        raise ValueError(
+            "dense: dense output needs one solve of a flat state; drop checkpoint and use "
+            "state='flat', or pass dense=False."
+        )
     problem = flatten_problem(
         loss_fn, params, eta=eta, trainable=trainable, state=state, args=args
     )
+    if dense:
+        check_dense_memory(solver_obj, make_term(False), problem, t0, float(t1), max_steps)
     settings = flow_settings(
         solver_obj,
         stepsize_controller,
@@ -581,13 +601,15 @@ def simulate(
         dtype=problem.dtype,
     )
     settings["state"] = state
+    if dense:
+        settings["dense"] = True
     if checkpoint is not None:
         if not isinstance(checkpoint, Checkpoint):
             raise ValueError(f"checkpoint: expected a gflow.Checkpoint, got {checkpoint!r}.")
         checkpoint.check_resumable()
         engine = functools.partial(integrate_checkpointed, checkpoint=checkpoint)
     else:
-        engine = integrate
+        engine = functools.partial(integrate, dense=bool(dense))
     return engine(
         problem,
         t0,

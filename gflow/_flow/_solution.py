@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,10 @@ class Solution:
             grad_evals (gradient evaluations by the solver), save_evals (gradient evaluations
             for save-time metrics), compile_seconds, run_seconds.
         settings: the solver settings used (solver name, rtol, atol, max_steps, eta, ...).
+        dense: the solver's dense output when simulated with `dense=True`, else None:
+            {"ts": (s + 1,) step boundaries, "infos": name -> (s, ...) per-step
+            interpolation coefficients, "interpolation": the interpolation's import path}.
+            Read it with `evaluate`.
     """
 
     ts: np.ndarray
@@ -52,11 +57,45 @@ class Solution:
     params: PyTree | None = None
     stopped_early: bool = False
     diverged: bool = False
+    dense: dict[str, Any] | None = None
 
     @property
     def completed(self) -> bool:
         """True when the run reached t1 or its loss target (alias of `success`)."""
         return self.success
+
+    def evaluate(self, t: Any) -> np.ndarray:
+        """theta(t) from the solver's dense output, at any t in [t0, t_final].
+
+        Arguments:
+            t: a time or an array of times.
+
+        Returns:
+            The flat trainable state (like `theta_final`): (P,) for a scalar t, else
+            t.shape + (P,). Between save times this is the solver's own interpolant of
+            the step containing t (e.g. Tsit5's 4th-order one), accurate to about the
+            solve's tolerance; at the save times it equals what was saved.
+
+        Raises ValueError when the run was not simulated with `dense=True` or a time is
+        outside [t0, t_final].
+        """
+        if self.dense is None:
+            raise ValueError(
+                "dense: this Solution has no dense output; simulate with dense=True to "
+                "evaluate between save times (or save parameters at chosen ts)."
+            )
+        from ._dense import evaluate_dense
+
+        return evaluate_dense(self.dense, t, self.t_final)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the solution to PATH.npz (arrays) and PATH.json (everything else), no
+        pickle; read it back with `gflow.load_solution(path)`. Returns the .json path.
+        Non-array leaves of the parameters (functions held by a Module) are not written:
+        `load_solution(path, like=model)` takes them from `like`."""
+        from ._persist import save_solution
+
+        return save_solution(self, path)
 
     def summary(self) -> str:
         """One line: how far it got, the loss drop and the solver's work."""
