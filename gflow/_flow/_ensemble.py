@@ -277,11 +277,12 @@ def simulate_ensemble(
     )
     settings.update(ensemble_size=n, n_devices=n_dev, process_count=jax.process_count())
     members = []
+    batched = replace(problem, args=None)  # args are shared, not batched
     for i in range(n):
         members.append(
             solution_from_raw(
                 _member(out, i),
-                _member(problem, i),
+                replace(_member(batched, i), args=problem.args),
                 t0,
                 float(t1),
                 solver=solver_obj,
@@ -291,9 +292,12 @@ def simulate_ensemble(
                 settings=settings,
                 compile_seconds=compile_seconds,
                 run_seconds=run_seconds,
+                cache_hit=timing["cache_hit"],
             )
         )
-    return assemble(members, ts, problem, settings, compile_seconds, run_seconds, size - n)
+    ens = assemble(members, ts, problem, settings, compile_seconds, run_seconds, size - n)
+    ens.stats["cache_hit"] = timing["cache_hit"]
+    return ens
 
 
 def assemble(
