@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from gflow._bench._run import BENCHMARKS, run_all, summary
+from gflow_bench._run import BENCHMARKS, run_all, summary
 
 
 def main() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 
 def add_parser(sub) -> None:
@@ -29,8 +31,26 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+def find_suite() -> Path:
+    """The repository's benchmarks/ folder (it holds the `gflow_bench` package): the one
+    in the current folder, else the one beside the installed (editable) gflow package."""
+    import gflow
+
+    for root in (Path.cwd(), Path(gflow.__file__).resolve().parents[1]):
+        if (root / "benchmarks" / "gflow_bench" / "__init__.py").is_file():
+            return root / "benchmarks"
+    raise ValueError(
+        "gflow bench: the benchmark code lives in the repository's benchmarks/ folder, "
+        "which was not found here nor beside the installed gflow; run it from a clone of "
+        "the repository (python benchmarks/run.py, or gflow bench from its root)."
+    )
+
+
 def run(args: argparse.Namespace) -> int:
-    from .._bench._run import run_all, summary
+    suite = str(find_suite())
+    if suite not in sys.path:
+        sys.path.insert(0, suite)
+    from gflow_bench._run import run_all, summary
 
     results = run_all(args.out, quick=args.quick, only=args.only, figures=args.figures)
     for line in summary(results):

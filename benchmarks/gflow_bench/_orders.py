@@ -15,7 +15,8 @@ from typing import Any
 import diffrax
 import numpy as np
 
-from .._analysis._hessian import hessian_lambda_max, lambda_max_along
+from gflow._analysis._hessian import hessian_lambda_max, lambda_max_along
+
 from . import _common as c
 
 REF_TOL = 1e-12  # flows solved with Dopri8 at rtol = atol = 1e-12: errors << GD's

@@ -22,7 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._flow._fused import FusedTsit5
+from gflow._flow._fused import FusedTsit5
+
 from . import _common as c
 
 

@@ -14,7 +14,8 @@ from typing import Any
 import diffrax
 import numpy as np
 
-from .._flow._implicit import matfree_implicit
+from gflow._flow._implicit import matfree_implicit
+
 from . import _common as c
 
 REF_TOL = 1e-13

@@ -14,17 +14,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._data._synthetic import make_synthetic
-from .._flow import _implicit
-from .._flow._controller import PIDController
-from .._flow._flatten import FlatProblem, flatten_problem
-from .._flow._modified import modified_loss
-from .._flow._simulate import evals_per_step, make_solve_fn
-from .._io import versions, write_json
-from .._models._linear import Linear
-from .._models._multilayer import MultiLayer
-from .._models._two_layer import TwoLayer
-from .._problem import mse_problem
+from gflow._data._synthetic import make_synthetic
+from gflow._flow import _implicit
+from gflow._flow._controller import PIDController
+from gflow._flow._flatten import FlatProblem, flatten_problem
+from gflow._flow._modified import modified_loss
+from gflow._flow._simulate import evals_per_step, make_solve_fn
+from gflow._io import versions, write_json
+from gflow._models._linear import Linear
+from gflow._models._multilayer import MultiLayer
+from gflow._models._two_layer import TwoLayer
+from gflow._problem import mse_problem
 
 
 def machine() -> dict[str, Any]:

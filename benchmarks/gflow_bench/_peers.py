@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._flow._fused import FusedTsit5
+from gflow._flow._fused import FusedTsit5
+
 from . import _common as c
 
 REF_TOL = 1e-13
@@ -149,7 +150,7 @@ def _at(rows, key, target):
 
 
 def one_width(m: int, *, n: int, d: int, t1: float, tols, targets, repeats) -> dict[str, Any]:
-    from .._data._synthetic import make_synthetic
+    from gflow._data._synthetic import make_synthetic
 
     spec = c.two_layer(m, n=n, d=d)
     data = make_synthetic(n, d, seed=0)
