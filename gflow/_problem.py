@@ -47,6 +47,18 @@ def mse_problem(model: AbstractModel, data: Dataset) -> tuple[Callable, dict[str
     return loss_fn, metrics
 
 
+def mse_residual(model: AbstractModel, data: Dataset) -> Callable:
+    """The training residuals r(model) = f(x_k) - y_k, (n,): the MSE loss is
+    (1/2n)|r|^2 (used by the Rosenbrock-W solver, `solver="rosw"`)."""
+    _check(model, data)
+    x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+
+    def residual_fn(params):
+        return params(x) - y
+
+    return residual_fn
+
+
 def simulate_mse(
     model: AbstractModel,
     data: Dataset,
@@ -60,11 +72,13 @@ def simulate_mse(
 
     Keyword arguments go to `simulate` (ts, solver, rtol, atol, loss_target, ...); pass
     `eta=` or `trainable=` to override the model's. A `test_loss` metric is recorded when
-    the dataset has a test split.
+    the dataset has a test split. The training residuals are passed as `residual_fn`
+    (for `solver="rosw"`).
     """
     loss_fn, default_metrics = mse_problem(model, data)
     kwargs.setdefault("eta", model.eta())
     kwargs.setdefault("trainable", model.trainable())
+    kwargs.setdefault("residual_fn", mse_residual(model, data))
     return simulate(loss_fn, model, t1, metrics={**default_metrics, **(metrics or {})}, **kwargs)
 
 

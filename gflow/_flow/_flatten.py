@@ -70,6 +70,9 @@ class FlatProblem(eqx.Module):
         loss_fn: the user's loss on the full parameter pytree.
         from_flat: flat (P,) vector -> state (identity for a flat state).
         tree: whether the state is the pytree (`state="tree"`) rather than flat.
+        residual_fn: optional params -> (n,) residuals r with loss = (1/2n)|r|^2, for
+            solvers that use the least-squares structure (`solver="rosw"`); None if not
+            given.
     """
 
     theta0: Any
@@ -79,6 +82,7 @@ class FlatProblem(eqx.Module):
     loss_fn: Callable = eqx.field(static=True)
     from_flat: Callable = eqx.field(static=True, default=_identity)
     tree: bool = eqx.field(static=True, default=False)
+    residual_fn: Callable | None = eqx.field(static=True, default=None)
 
     def params(self, theta: Any) -> PyTree:
         """The full parameter pytree for state `theta`."""
@@ -86,6 +90,10 @@ class FlatProblem(eqx.Module):
 
     def loss(self, theta: Any) -> jax.Array:
         return self.loss_fn(self.params(theta))
+
+    def residual(self, theta: Any) -> jax.Array:
+        """The (n,) residuals r(theta) of a least-squares loss (needs `residual_fn`)."""
+        return self.residual_fn(self.params(theta))
 
     def grad(self, theta: Any) -> Any:
         return jax.grad(self.loss)(theta)
@@ -186,6 +194,7 @@ def flatten_problem(
     eta: Any = 1.0,
     trainable: Any = None,
     state: str = "flat",
+    residual_fn: Callable[[PyTree], jax.Array] | None = None,
 ) -> FlatProblem:
     """Partition `params` into trainable and frozen parts and ravel the trainable part.
 
@@ -196,6 +205,8 @@ def flatten_problem(
         trainable: None (all inexact arrays), a callable leaf filter, or a pytree of bools.
         state: "flat" (theta is one raveled vector) or "tree" (the trainable pytree is
             integrated as it is, with eta per leaf: less memory, same flow).
+        residual_fn: optional params -> (n,) residuals with loss = (1/2n)|r|^2 (checked
+            by tracing: a real 1-d array), used by the Rosenbrock-W solver.
 
     Returns:
         A `FlatProblem` whose `theta0` is the raveled trainable part (or, for a tree
@@ -254,6 +265,8 @@ def flatten_problem(
             f"loss_fn: must return a real scalar, got {getattr(out, 'shape', out)} "
             f"{getattr(out, 'dtype', '')}; reduce it, e.g. with jnp.mean or jnp.sum."
         )
+    if residual_fn is not None:
+        _check_residual(residual_fn, lambda th: eqx.combine(unravel(th), frozen), theta0)
     return FlatProblem(
         theta0=theta0,
         eta=eta_state,
@@ -262,4 +275,31 @@ def flatten_problem(
         loss_fn=loss_fn,
         from_flat=from_flat,
         tree=state == "tree",
+        residual_fn=residual_fn,
     )
+
+
+def _check_residual(residual_fn: Any, params_of: Callable, theta0: Any) -> None:
+    """residual_fn must map params to a real 1-d array (checked by tracing only)."""
+    if not callable(residual_fn):
+        raise ValueError(
+            f"residual_fn: must be callable params -> (n,) residuals, got {type(residual_fn)}."
+        )
+    try:
+        out = jax.eval_shape(lambda th: residual_fn(params_of(th)), theta0)
+    except Exception as exc:  # noqa: BLE001 - report the user's error in one line
+        raise ValueError(
+            f"residual_fn: calling it on params failed ({type(exc).__name__}: {exc}); it "
+            "must map the params pytree to the (n,) residuals f(x_k) - y_k."
+        ) from None
+    shape = getattr(out, "shape", None)
+    if (
+        shape is None
+        or len(shape) != 1
+        or shape[0] < 1
+        or not jnp.issubdtype(out.dtype, jnp.floating)
+    ):
+        raise ValueError(
+            f"residual_fn: must return a real 1-d array of n >= 1 residuals, got "
+            f"{shape} {getattr(out, 'dtype', '')}; flatten multi-output residuals."
+        )

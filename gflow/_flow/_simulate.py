@@ -26,6 +26,7 @@ from ._flatten import FlatProblem, flatten_problem, tree_norm
 from ._fsal import FSALSolver
 from ._fused import FusedTsit5
 from ._lowstorage import LowStorageRK4
+from ._rosenbrock import RosenbrockW, needs_residual
 from ._solution import Solution
 from ._times import check_ts, default_ts
 
@@ -58,6 +59,9 @@ SOLVERS: dict[str, Callable[[], diffrax.AbstractSolver]] = {
     "lserk4": LowStorageRK4,
     # Tsit5 with the stages unrolled and fused (less memory traffic per step); _fused.py.
     "tsit5-fused": FusedTsit5,
+    # Rosenbrock-W (ROS34PW2) with the Gauss-Newton W of a least-squares loss, solved
+    # through the n x n Woodbury system; needs residual_fn. _rosenbrock.py.
+    "rosw": RosenbrockW,
 }
 
 
@@ -81,7 +85,7 @@ def evals_per_step(solver: diffrax.AbstractSolver) -> tuple[int, int] | None:
     solvers, whose Newton iterations vary)."""
     if isinstance(solver, diffrax.Euler):
         return 1, 0
-    if isinstance(solver, FSALSolver):  # gflow's own solvers: f(y0) once at the start
+    if isinstance(solver, FSALSolver | RosenbrockW):  # gflow's own: f(y0) once at the start
         return solver.evals_per_step, 1
     tableau = getattr(solver, "tableau", None)
     if isinstance(solver, diffrax.AbstractERK) and isinstance(tableau, diffrax.ButcherTableau):
@@ -279,7 +283,8 @@ def integrate(
     start = time.perf_counter()
     out = jax.block_until_ready(compiled(problem))
     run_seconds = time.perf_counter() - start
-    counts = _implicit.read_counts() if count_evals else None
+    # Always read: Jacobian rows (Rosenbrock-W) are counted by callbacks for every solver.
+    counts = _implicit.read_counts()
     return solution_from_raw(
         jax.device_get(out),
         problem,
@@ -317,7 +322,8 @@ def solution_from_raw(
     `counts` ({"grad", "hvp"}, exact counts of the run) fills `stats["grad_evals"]` and
     `stats["hvp_evals"]` for solvers whose cost per step is not fixed; explicit solvers
     get them from their Butcher tableau. `stats["grad_equivalents"]` = grad_evals +
-    2 * hvp_evals (a Hessian-vector product costs about two gradients)."""
+    2 * hvp_evals (a Hessian-vector product costs about two gradients) + jacobian_rows
+    (rows of a residual Jacobian, one vector-Jacobian product each; Rosenbrock-W)."""
     name, diffrax_message = _decode_result(int(out["result"]))
     mask = out["event_mask"]
     diverged_flag = name == "event_occurred" and bool(mask.get("diverged", False))
@@ -372,7 +378,7 @@ def solution_from_raw(
         stats["grad_evals"] = int(counts["grad"])
         # A dense-Jacobian implicit solver (no CountingLinearSolver) builds its Jacobian
         # from P Jacobian-vector products that are not counted: report None there.
-        stats["hvp_evals"] = int(counts["hvp"]) if _implicit.is_matfree(solver) else None
+        stats["hvp_evals"] = int(counts["hvp"]) if _implicit.counts_exactly(solver) else None
     else:
         stats["grad_evals"] = stats["hvp_evals"] = None
     stats["grad_equivalents"] = (
@@ -380,6 +386,11 @@ def solution_from_raw(
         if stats["grad_evals"] is None or stats["hvp_evals"] is None
         else stats["grad_evals"] + _implicit.HVP_COST * stats["hvp_evals"]
     )
+    if counts is not None and counts.get("jac_rows"):
+        # Each Jacobian row is one vector-Jacobian product: one gradient-equivalent.
+        stats["jacobian_rows"] = int(counts["jac_rows"])
+        if stats["grad_equivalents"] is not None:
+            stats["grad_equivalents"] += stats["jacobian_rows"]
     stats["save_evals"] = int(ts_kept.size)
     stats["compile_seconds"] = compile_seconds
     stats["run_seconds"] = run_seconds
@@ -516,6 +527,27 @@ def prepare_flow(
     return t0, ts, max_steps, solver_obj, stepsize_controller
 
 
+def check_least_squares(problem: FlatProblem, state: str) -> None:
+    """The Rosenbrock-W solver's requirements: a residual function whose (1/2n)|r|^2 is
+    the loss (checked at theta0, one evaluation), and a flat state."""
+    if problem.residual_fn is None:
+        raise ValueError(
+            "residual_fn: solver 'rosw' needs the residuals of the least-squares loss "
+            "(params -> (n,) with loss = (1/2n)|r|^2); pass residual_fn= or use "
+            "simulate_mse, or choose another solver."
+        )
+    if state != "flat":
+        raise ValueError(f"state: solver 'rosw' needs state='flat', got {state!r}.")
+    r, loss = jax.jit(lambda p: (p.residual(p.theta0), p.loss(p.theta0)))(problem)
+    r, loss = np.asarray(r), float(loss)
+    ls = 0.5 * float(np.mean(r**2))
+    if not abs(ls - loss) <= 1e-8 * max(abs(loss), 1e-300) + 1e-300:
+        raise ValueError(
+            f"residual_fn: (1/2n)|r|^2 = {ls:.6g} at the initial parameters but the loss "
+            f"is {loss:.6g}; residual_fn must give r with loss_fn = 0.5 * mean(r**2)."
+        )
+
+
 def simulate(
     loss_fn: Callable[[PyTree], jax.Array],
     params: PyTree,
@@ -537,6 +569,7 @@ def simulate(
     progress: bool = False,
     checkpoint: Checkpoint | None = None,
     state: str = "flat",
+    residual_fn: Callable[[PyTree], jax.Array] | None = None,
 ) -> Solution:
     """Simulate the gradient flow  d theta/dt = -eta * grad L(theta)  from `params`.
 
@@ -566,6 +599,9 @@ def simulate(
             pytree is integrated as it is, eta per leaf): the same flow with 3-4 state
             vectors less memory; with solver="lserk4" a step fits in (5 + 4) state
             vectors + data (docs/scaling.md). Not with `checkpoint`.
+        residual_fn: params -> (n,) residuals r with loss_fn = (1/2n)|r|^2 (least
+            squares). Needed by `solver="rosw"` (Rosenbrock-W with the Gauss-Newton
+            Jacobian, docs/benchmarks.md); `simulate_mse` passes the model's.
 
     Returns:
         A `Solution`. Failures (step limit, divergence, interruption) are reported in it,
@@ -589,7 +625,11 @@ def simulate(
             "state: 'tree' is not supported with checkpoint (checkpoints store the flat "
             "state); use state='flat' to checkpoint, or drop checkpoint."
         )
-    problem = flatten_problem(loss_fn, params, eta=eta, trainable=trainable, state=state)
+    problem = flatten_problem(
+        loss_fn, params, eta=eta, trainable=trainable, state=state, residual_fn=residual_fn
+    )
+    if needs_residual(solver_obj):
+        check_least_squares(problem, state)
     settings = flow_settings(
         solver_obj,
         stepsize_controller,
