@@ -93,6 +93,9 @@ def transformed_tableau() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarra
 
 
 _A_T, _C_T, _M, _MHAT = transformed_tableau()
+# Relative secant defect below which W counts as exact (linear least squares): no
+# refresh by age then.
+_EXACT = 1e-8
 
 
 class GaussNewton(eqx.Module):
@@ -180,8 +183,8 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
         chunk: vector-Jacobian products computed at once when J is built.
     """
 
-    jacobian_tol: float = 0.5
-    jacobian_max_age: int = 500
+    jacobian_tol: float = 0.02
+    jacobian_max_age: int = 20
     chunk: int = 64
 
     term_structure: ClassVar = diffrax.AbstractTerm
@@ -194,7 +197,7 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
         if not float(self.jacobian_tol) > 0:
             raise ValueError(
                 f"jacobian_tol: must be > 0 (the secant defect that triggers a Jacobian "
-                f"refresh; 0.5 is the default), got {self.jacobian_tol!r}."
+                f"refresh; 0.02 is the default), got {self.jacobian_tol!r}."
             )
         if int(self.jacobian_max_age) < 1 or int(self.chunk) < 1:
             raise ValueError(
@@ -219,7 +222,6 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         f0, gn, refresh, age = solver_state
         f0 = jax.lax.cond(eqxi.unvmap_any(made_jump), lambda: terms.vf(t0, y0, args), lambda: f0)
-        refresh = refresh | (age >= int(self.jacobian_max_age))
         gn = jax.lax.cond(eqxi.unvmap_any(refresh), lambda: self._factor(args, y0), lambda: gn)
         age = jnp.where(refresh, 0, age)
         eta = args.eta
@@ -243,8 +245,11 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
         # Secant defect of the Gauss-Newton model over this step (module doc).
         dy, df = y1 - y0, f1 - f0
         w_dy = -(eta * (gn.jac.T @ (gn.jac @ dy))) / n
-        defect = h * jnp.linalg.norm(df - w_dy) / jnp.maximum(jnp.linalg.norm(dy), 1e-300)
-        stale = jnp.logical_not(defect <= float(self.jacobian_tol))  # NaN -> stale
+        miss = jnp.linalg.norm(df - w_dy)
+        defect = h * miss / jnp.maximum(jnp.linalg.norm(dy), 1e-300)
+        exact = miss <= _EXACT * jnp.linalg.norm(df)  # linear least squares: W is exact
+        old = (age + 1 >= int(self.jacobian_max_age)) & jnp.logical_not(exact)
+        stale = jnp.logical_not(defect <= float(self.jacobian_tol)) | old  # NaN -> stale
         dense_info = dict(y0=y0, y1=y1, f0=f0, f1=f1)
         state = (f1, gn, stale, age + 1)
         return y1, y_error, dense_info, state, diffrax.RESULTS.successful
