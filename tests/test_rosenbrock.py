@@ -163,3 +163,25 @@ def test_bad_inputs():
         gflow.simulate(_loss, jnp.zeros(_P), 1.0, residual_fn=lambda p: jnp.sum(p))
     with pytest.raises(ValueError, match="jacobian_tol"):
         RosenbrockW(jacobian_tol=0.0)
+
+
+def test_auto_chooses_by_stiffness_and_records_it():
+    # lambda_max of the Gauss-Newton kernel = eta * max(lam) = 2: S = 2 (t1 - t0).
+    kw = dict(eta=_ETA, residual_fn=_res, rtol=1e-6, atol=1e-9)
+    easy = gflow.simulate(_loss, jnp.zeros(_P), 50.0, solver="auto", **kw)
+    stiff = gflow.simulate(_loss, jnp.zeros(_P), 2000.0, solver="auto", save_params=True, **kw)
+    for sol, chosen, t1 in ((easy, "tsit5", 50.0), (stiff, "rosw", 2000.0)):
+        auto = sol.settings["auto"]
+        np.testing.assert_allclose(auto["lambda_max"], _ETA * _LAM.max(), rtol=1e-10)
+        np.testing.assert_allclose(auto["stiffness"], _ETA * _LAM.max() * t1, rtol=1e-10)
+        assert auto["chosen"] == chosen and auto["switch_times"] == []
+        assert sol.stats["jacobian_rows"] >= _N  # the probe's rows are counted
+    assert easy.settings["solver"] == "Tsit5" and stiff.settings["solver"] == "RosenbrockW"
+    # Rosenbrock-W: the probe (n rows) + one Jacobian of the linear problem (n rows).
+    assert stiff.stats["jacobian_rows"] == 2 * _N
+    assert stiff.stats["grad_equivalents"] == stiff.stats["grad_evals"] + 2 * _N
+    err = np.abs(stiff.params - _exact(stiff.ts)).max() / np.abs(_exact(stiff.ts)).max()
+    assert err < 1e-4, err  # rtol 1e-6 local control; observed ~1e-7
+    no_res = gflow.simulate(_loss, jnp.zeros(_P), 2000.0, eta=_ETA, solver="auto", rtol=1e-4)
+    assert no_res.settings["auto"]["chosen"] == "tsit5"
+    assert "residual_fn" in no_res.settings["auto"]["reason"]

@@ -274,7 +274,7 @@ def integrate_checkpointed(
     # Solvers without a fixed cost per step (implicit) are counted by host callbacks;
     # the counts of segments run before an interruption are kept in the checkpoint.
     count_evals = evals_per_step(solver) is None
-    counted = {"grad": 0, "hvp": 0}
+    counted = {"grad": 0, "hvp": 0, "jac_rows": 0}  # jac_rows: Rosenbrock-W, any solver
     init, step = make_segment_fns(
         solver=solver,
         stepsize_controller=stepsize_controller,
@@ -344,7 +344,7 @@ def integrate_checkpointed(
                     "run_seconds": run_before + now - start,
                     "carry_leaves": carry_leaves(carry),
                     "saved": _concat(saved_pieces),
-                    "stats": {**stats, **_counted_stats(counted, count_evals)},
+                    "stats": {**stats, **_counted_stats(counted, True)},
                 }
                 write_checkpoint(path, identity, state)
                 written += 1
@@ -379,7 +379,7 @@ def integrate_checkpointed(
         settings=settings,
         compile_seconds=compile_seconds,
         run_seconds=run_seconds,
-        counts=_counted(counted) if count_evals else None,
+        counts=_counted(counted),
     )
     sol.stats.update(
         segments=n_seg,

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _implicit
+from ._auto import choose_solver
 from ._checkpoint import Checkpoint, integrate_checkpointed
 from ._controller import PIDController
 from ._field import FORWARD, make_event, make_save_fn, make_term, watches_divergence
@@ -586,6 +587,9 @@ def simulate(
         save_params: also return the parameters at every save time (memory k x P).
         metrics: name -> fn(params) -> array, recorded at the save times.
         solver: a diffrax solver object or a name in `SOLVERS`; default Tsit5.
+            "auto": Tsit5, or "rosw" when a residual_fn is given and the flow is stiff
+            (lambda_max of the Gauss-Newton kernel x (t1 - t0) >= 2e3; the choice and its
+            inputs in `settings["auto"]`, the probe's Jacobian rows in the stats).
         stepsize_controller: default `gflow.PIDController(rtol, atol)` (diffrax's PID
             controller with CVODE's larger growth cap after the first step).
         rtol, atol: error-control tolerances of the default controller.
@@ -607,6 +611,7 @@ def simulate(
         A `Solution`. Failures (step limit, divergence, interruption) are reported in it,
         not raised.
     """
+    auto = isinstance(solver, str) and solver.lower() == "auto"
     t0, ts, max_steps, solver_obj, stepsize_controller = prepare_flow(
         t1,
         t0=t0,
@@ -617,7 +622,7 @@ def simulate(
         max_steps=max_steps,
         loss_target=loss_target,
         metrics=metrics,
-        solver=solver,
+        solver=None if auto else solver,
         stepsize_controller=stepsize_controller,
     )
     if state == "tree" and checkpoint is not None:
@@ -628,6 +633,9 @@ def simulate(
     problem = flatten_problem(
         loss_fn, params, eta=eta, trainable=trainable, state=state, residual_fn=residual_fn
     )
+    auto_info = None
+    if auto:  # Tsit5 or Rosenbrock-W from the stiffness at theta0 (_auto.py)
+        solver_obj, auto_info = choose_solver(problem, t0, float(t1), state=state)
     if needs_residual(solver_obj):
         check_least_squares(problem, state)
     settings = flow_settings(
@@ -645,6 +653,8 @@ def simulate(
         dtype=problem.dtype,
     )
     settings["state"] = state
+    if auto_info is not None:
+        settings["auto"] = auto_info
     if checkpoint is not None:
         if not isinstance(checkpoint, Checkpoint):
             raise ValueError(f"checkpoint: expected a gflow.Checkpoint, got {checkpoint!r}.")
@@ -652,7 +662,7 @@ def simulate(
         engine = functools.partial(integrate_checkpointed, checkpoint=checkpoint)
     else:
         engine = integrate
-    return engine(
+    sol = engine(
         problem,
         t0,
         float(t1),
@@ -667,6 +677,12 @@ def simulate(
         progress=progress,
         settings=settings,
     )
+    if auto_info is not None and auto_info["jacobian_rows"]:  # the stiffness probe
+        rows = auto_info["jacobian_rows"]
+        sol.stats["jacobian_rows"] = sol.stats.get("jacobian_rows", 0) + rows
+        if sol.stats["grad_equivalents"] is not None:
+            sol.stats["grad_equivalents"] += rows
+    return sol
 
 
 def gradient_descent(
