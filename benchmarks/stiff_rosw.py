@@ -29,6 +29,7 @@ import os
 import time
 from pathlib import Path
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -106,15 +107,25 @@ def claim2_problem(d: int = 2, seed: int = 0):
             max_steps=2_000_000,
         )
 
+    run.spec = model.trainable()
     info = {"n": 16, "d": d, "features": 128, "width": 128, "seed": seed}
     return run, info
+
+
+def flat_traj(sol, spec) -> np.ndarray:
+    """(k, P) trainable parameters at the save times (a model trajectory is a pytree of
+    (k, ...) leaves; the trainable ones are the flow's state)."""
+    if isinstance(sol.params, np.ndarray):
+        return sol.params
+    leaves = jax.tree_util.tree_leaves(eqx.filter(sol.params, spec))
+    return np.concatenate([np.asarray(a).reshape(a.shape[0], -1) for a in leaves], axis=1)
 
 
 def rel_error(params: np.ndarray, ref: np.ndarray) -> float:
     return float(np.max(np.linalg.norm(params - ref, axis=1)) / np.max(np.linalg.norm(ref, axis=1)))
 
 
-def sweep(run, t1, ts, ref, solver, tols) -> list[dict]:
+def sweep(run, t1, ts, ref, solver, tols, spec=None) -> list[dict]:
     rows = []
     for tol in tols:
         sol = run(t1, ts, solver, tol)
@@ -123,7 +134,7 @@ def sweep(run, t1, ts, ref, solver, tols) -> list[dict]:
         row = {
             "tol": tol,
             "ok": ok,
-            "error": rel_error(np.asarray(sol.params), ref) if ok else None,
+            "error": rel_error(flat_traj(sol, spec), ref) if ok else None,
             "num_steps": st["num_steps"],
             "grad_evals": st["grad_evals"],
             "hvp_evals": st["hvp_evals"],
@@ -203,12 +214,21 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--t1-claim2", type=float, default=1e5)
     ap.add_argument("--no-kvaerno-claim2", action="store_true")
+    ap.add_argument("--only", choices=("linear", "claim2"), default=None)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
     start = time.perf_counter()
     load = list(os.getloadavg())
     cases = {}
 
+    if args.only != "claim2":
+        cases["linear"] = linear_case()
+    if args.only != "linear":
+        cases["claim2-d2"] = claim2_case(args)
+    finish(args, cases, start, load)
+
+
+def linear_case() -> dict:
     print("linear least squares", flush=True)
     run, exact, info = linear_problem()
     t1 = 3e4
@@ -219,19 +239,22 @@ def main() -> None:
         "tsit5": sweep(run, t1, ts, ref, "tsit5", [1e-4, 1e-6]),
         "kvaerno5-matfree": sweep(run, t1, ts, ref, "kvaerno5-matfree", [1e-6, 1e-7, 1e-8]),
     }
-    cases["linear"] = {
+    return {
         "problem": {**info, "t1": t1, "eta": 1.0, "reference": "closed form"},
         "curves": curves,
         **compare(curves),
     }
 
+
+def claim2_case(args) -> dict:
     print("claim-2 setting, d = 2", flush=True)
     run, info = claim2_problem()
     t1 = args.t1_claim2
     ts = np.minimum(np.concatenate([[0.0], np.logspace(-2, np.log10(t1), 40)]), t1)
     ref_start = time.perf_counter()
     ref_sol = run(t1, ts, "dopri8", 1e-12, atol=1e-15)
-    ref = np.asarray(ref_sol.params)
+    spec = run.spec
+    ref = flat_traj(ref_sol, spec)
     reference = {
         "solver": "dopri8 rtol 1e-12 atol 1e-15",
         "success": bool(ref_sol.success),
@@ -242,17 +265,25 @@ def main() -> None:
     print(f"  reference: {reference}", flush=True)
     tols = [1e-4, 1e-5, 1e-6] if args.quick else [1e-4, 3e-5, 1e-5, 3e-6, 1e-6, 3e-7]
     curves = {
-        "rosw": sweep(run, t1, ts, ref, "rosw", tols),
-        "tsit5": sweep(run, t1, ts, ref, "tsit5", [1e-4, 1e-6]),
+        "rosw": sweep(run, t1, ts, ref, "rosw", tols, spec),
+        "tsit5": sweep(run, t1, ts, ref, "tsit5", [1e-4, 1e-6], spec),
     }
     if not args.no_kvaerno_claim2:
-        curves["kvaerno5-matfree"] = sweep(run, t1, ts, ref, "kvaerno5-matfree", [1e-6])
-    cases["claim2-d2"] = {
+        curves["kvaerno5-matfree"] = sweep(run, t1, ts, ref, "kvaerno5-matfree", [1e-6], spec)
+    return {
         "problem": {**info, "t1": t1, "reference": reference},
         "curves": curves,
         **compare(curves),
     }
 
+
+def finish(args, cases: dict, start: float, load: list) -> None:
+    out = Path(args.out)
+    old = out / "stiff_rosw.json"
+    if args.only and old.exists():  # keep the other case of an earlier run
+        import json
+
+        cases = {**json.loads(old.read_text())["cases"], **cases}
     result = {
         "benchmark": "stiff_rosw",
         "quick": args.quick,
@@ -267,7 +298,6 @@ def main() -> None:
         "ratios are measured in one run, one repeat each.",
         "wall_seconds": time.perf_counter() - start,
     }
-    out = Path(args.out)
     write_json(out / "stiff_rosw.json", result)
     figure(result, ROOT / "docs" / "figures" / "stiff_rosw.png")
     for name, case in cases.items():
