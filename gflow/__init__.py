@@ -64,9 +64,12 @@ from ._flow._flatten import FlatProblem as FlatProblem
 from ._flow._flatten import flatten_problem as flatten_problem
 from ._flow._fused import FusedTsit5 as FusedTsit5
 from ._flow._implicit import matfree_implicit as matfree_implicit
+from ._flow._limit import LimitPoint as LimitPoint
+from ._flow._limit import follow_to_limit as follow_to_limit
 from ._flow._lowstorage import LowStorageRK4 as LowStorageRK4
 from ._flow._modified import modified_loss as modified_loss
 from ._flow._modified import simulate_modified as simulate_modified
+from ._flow._rosenbrock import RosenbrockW as RosenbrockW
 from ._flow._sharding import ensemble_mesh as ensemble_mesh
 from ._flow._sharding import init_distributed as init_distributed
 from ._flow._simulate import SOLVERS as SOLVERS
@@ -83,6 +86,7 @@ from ._models._multilayer import MultiLayer as MultiLayer
 from ._models._two_layer import TwoLayer as TwoLayer
 from ._problem import descend_mse as descend_mse
 from ._problem import mse_problem as mse_problem
+from ._problem import mse_residual as mse_residual
 from ._problem import simulate_mse as simulate_mse
 
 __version__ = "0.1.0"
