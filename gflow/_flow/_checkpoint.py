@@ -286,7 +286,9 @@ def integrate_checkpointed(
         count_evals=count_evals,
     )
     dtype = problem.theta0.dtype
+    _implicit.reset_counts()  # the solver's init may build a Jacobian (Rosenbrock-W)
     step_c, carry0, compile_seconds = compile_segment_fns(init, step, problem, t0, t1, ts_pad[0])
+    init_rows = _implicit.read_counts()["jac_rows"]
     saved_pieces: list[dict] = []
     stats = dict.fromkeys(STAT_KEYS, 0)
     run_before = 0.0
@@ -299,6 +301,7 @@ def integrate_checkpointed(
     else:
         y, first = np.asarray(problem.theta0), 0
         carry = carry0
+        counted["jac_rows"] += init_rows
     n_seg = bounds.size - 1
     delay = float(os.environ.get(DELAY_ENV, "0") or 0)
     bar = None
