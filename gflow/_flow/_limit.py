@@ -24,8 +24,9 @@ Polishing (`polish=True`): Gauss-Newton steps delta = -J^+ r (minimum-norm, thro
 n x n system J J^T) when a residual function is given, otherwise Newton steps
 delta = -H^+ grad L with the dense Hessian (P <= 4096), until |grad L| stops decreasing
 (at most 30 steps); the distance |theta_polished - theta_end| is reported. Polishing
-only makes sense at a minimum (at a saddle Newton's step is attracted to the saddle, GN
-is not defined), so it is skipped elsewhere and says so.
+is skipped at a saddle (Newton's step is attracted to it) and says so; from a point
+that has not converged but shows no negative curvature it is tried (Gauss-Newton then
+finishes the approach to the minimum; the distance moved says how far the flow was).
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ def follow_to_limit(
         solver, rtol, atol, max_steps: for each window's `simulate` ("auto" by default).
         neg_tol: relative negative curvature below which the point is a saddle.
         lanczos_iters: Lanczos steps for the extreme Hessian eigenvalues.
-        polish: Gauss-Newton (residual_fn) or Newton polishing of a minimum.
+        polish: Gauss-Newton (residual_fn) or Newton polishing (not at a saddle).
 
     Returns:
         A `LimitPoint`.
@@ -218,8 +219,8 @@ def follow_to_limit(
     )
     if not polish:
         return point
-    if kind != "minimum":
-        return dataclasses.replace(point, polish_note=f"not polished: the point is a {kind}")
+    if kind == "saddle":
+        return dataclasses.replace(point, polish_note="not polished: the point is a saddle")
     return _polish(point, problem)
 
 
