@@ -22,11 +22,12 @@ itself, not eta-preconditioned), and classifies it:
 
 Polishing (`polish=True`): Gauss-Newton steps delta = -J^+ r (minimum-norm, through the
 n x n system J J^T) when a residual function is given, otherwise Newton steps
-delta = -H^+ grad L with the dense Hessian (P <= 4096), until |grad L| stops decreasing
-(at most 30 steps); the distance |theta_polished - theta_end| is reported. Polishing
-is skipped at a saddle (Newton's step is attracted to it) and says so; from a point
-that has not converged but shows no negative curvature it is tried (Gauss-Newton then
-finishes the approach to the minimum; the distance moved says how far the flow was).
+delta = -H^+ grad L with the dense Hessian (P <= 4096), while the loss decreases (or
+stays and |grad L| decreases; at most 30 steps); the distance |theta_polished -
+theta_end| is reported. Polishing is skipped at a saddle (Newton's step is attracted to
+it) and says so; from a point that has not converged but shows no negative curvature it
+is tried (Gauss-Newton then finishes the approach to the minimum; the distance moved
+says how far the flow was).
 """
 
 from __future__ import annotations
@@ -236,8 +237,8 @@ def hessian_extremes(loss: Callable, theta: jax.Array, iters: int) -> tuple[floa
 
 
 def _polish(point: LimitPoint, problem) -> LimitPoint:
-    """Gauss-Newton (residual_fn) or dense Newton steps from a minimum, while |grad L|
-    decreases (at most 30)."""
+    """Gauss-Newton (residual_fn) or dense Newton steps, while the loss decreases (or
+    stays and |grad L| decreases; at most 30)."""
     p = point.theta.shape[0]
     if problem.residual_fn is None and p > MAX_DENSE_NEWTON:
         return dataclasses.replace(
@@ -265,7 +266,9 @@ def _polish(point: LimitPoint, problem) -> LimitPoint:
         cand = th + step(th)
         c_loss, c_g = value_grad(cand)
         c_norm = float(jnp.linalg.norm(c_g))
-        if not np.isfinite(c_norm) or c_norm >= gnorm:
+        c_loss_f, loss_f = float(c_loss), float(loss)
+        better = c_loss_f < loss_f or (c_loss_f <= loss_f and c_norm < gnorm)
+        if not (np.isfinite(c_norm) and np.isfinite(c_loss_f)) or not better:
             break
         th, loss, gnorm, k = cand, c_loss, c_norm, k + 1
     return dataclasses.replace(
