@@ -22,12 +22,12 @@ itself, not eta-preconditioned), and classifies it:
 
 Polishing (`polish=True`): Gauss-Newton steps delta = -J^+ r (minimum-norm, through the
 n x n system J J^T) when a residual function is given, otherwise Newton steps
-delta = -H^+ grad L with the dense Hessian (P <= 4096), while the loss decreases (or
-stays and |grad L| decreases; at most 30 steps); the distance |theta_polished -
-theta_end| is reported. Polishing is skipped at a saddle (Newton's step is attracted to
-it) and says so; from a point that has not converged but shows no negative curvature it
-is tried (Gauss-Newton then finishes the approach to the minimum; the distance moved
-says how far the flow was).
+delta = -H^+ grad L with the dense Hessian (P <= 4096), each halved up to 10 times until
+the loss decreases (or stays and |grad L| decreases), at most 30 steps; the distance
+|theta_polished - theta_end| is reported. Polishing is skipped at a saddle (Newton's
+step is attracted to it) and says so; from a point that has not converged but shows no
+negative curvature it is tried (Gauss-Newton then finishes the approach to the minimum;
+the distance moved says how far the flow was).
 """
 
 from __future__ import annotations
@@ -263,12 +263,16 @@ def _polish(point: LimitPoint, problem) -> LimitPoint:
     loss, g = value_grad(th)
     gnorm, k = float(jnp.linalg.norm(g)), 0
     for _ in range(30):
-        cand = th + step(th)
-        c_loss, c_g = value_grad(cand)
-        c_norm = float(jnp.linalg.norm(c_g))
-        c_loss_f, loss_f = float(c_loss), float(loss)
-        better = c_loss_f < loss_f or (c_loss_f <= loss_f and c_norm < gnorm)
-        if not (np.isfinite(c_norm) and np.isfinite(c_loss_f)) or not better:
+        delta, accepted = step(th), False
+        for halvings in range(11):  # backtracking: full step, then 1/2, ..., 1/1024
+            cand = th + delta / 2.0**halvings
+            c_loss, c_g = value_grad(cand)
+            c_norm, c_loss_f, loss_f = float(jnp.linalg.norm(c_g)), float(c_loss), float(loss)
+            finite = np.isfinite(c_norm) and np.isfinite(c_loss_f)
+            if finite and (c_loss_f < loss_f or (c_loss_f <= loss_f and c_norm < gnorm)):
+                accepted = True
+                break
+        if not accepted:
             break
         th, loss, gnorm, k = cand, c_loss, c_norm, k + 1
     return dataclasses.replace(
