@@ -76,10 +76,13 @@ _API = {
     "flatten_problem": "._flow._flatten",
     "FusedTsit5": "._flow._fused",
     "matfree_implicit": "._flow._implicit",
+    "LimitPoint": "._flow._limit",
+    "follow_to_limit": "._flow._limit",
     "LowStorageRK4": "._flow._lowstorage",
     "modified_loss": "._flow._modified",
     "simulate_modified": "._flow._modified",
     "load_solution": "._flow._persist",
+    "RosenbrockW": "._flow._rosenbrock",
     "ensemble_mesh": "._flow._sharding",
     "init_distributed": "._flow._sharding",
     "SOLVERS": "._flow._simulate",
@@ -100,6 +103,7 @@ _API = {
     "plot_loss": "._plots",
     "descend_mse": "._problem",
     "mse_problem": "._problem",
+    "mse_residual": "._problem",
     "simulate_mse": "._problem",
 }
 

@@ -82,7 +82,12 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
     "flow": {
         "t1": Field(400.0, _NUM, minimum=0.0, exclusive_minimum=True, help="final time"),
-        "solver": Field("tsit5", _STR, tuple(sorted(SOLVERS)), help="diffrax solver"),
+        "solver": Field(
+            "tsit5",
+            _STR,
+            tuple(sorted([*SOLVERS, "auto"])),
+            help="diffrax solver; 'auto': tsit5, or rosw on stiff least-squares flows",
+        ),
         "rtol": Field(1e-8, _NUM, minimum=0.0, exclusive_minimum=True, help="relative tolerance"),
         "atol": Field(1e-10, _NUM, minimum=0.0, exclusive_minimum=True, help="absolute tolerance"),
         "dt0": Field(

@@ -37,6 +37,12 @@ def train_loss(model: AbstractModel, data: dict[str, jax.Array]) -> jax.Array:
     return mse_loss(model, data["x_train"], data["y_train"])
 
 
+def train_residual(model: AbstractModel, data: dict[str, jax.Array]) -> jax.Array:
+    """(model, data arrays) -> (n,) residuals f(x_k) - y_k on the training split, with
+    `train_loss` = (1/2n)|r|^2 (for the Rosenbrock-W solver)."""
+    return model(data["x_train"]) - data["y_train"]
+
+
 def test_loss(model: AbstractModel, data: dict[str, jax.Array]) -> jax.Array:
     """The same formula on the test split."""
     return mse_loss(model, data["x_test"], data["y_test"])
@@ -92,6 +98,18 @@ def _metrics(default: dict[str, Callable], extra: Mapping[str, Callable] | None)
     return {**default, **{k: ParamsOnly(fn) for k, fn in (extra or {}).items()}}
 
 
+def mse_residual(model: AbstractModel, data: Dataset) -> Callable:
+    """The training residuals r(model) = f(x_k) - y_k, (n,): the MSE loss is
+    (1/2n)|r|^2 (used by the Rosenbrock-W solver, `solver="rosw"`)."""
+    _check(model, data)
+    x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+
+    def residual_fn(params):
+        return params(x) - y
+
+    return residual_fn
+
+
 def simulate_mse(
     model: AbstractModel,
     data: Dataset,
@@ -105,11 +123,13 @@ def simulate_mse(
 
     Keyword arguments go to `simulate` (ts, solver, rtol, atol, loss_target, ...); pass
     `eta=` or `trainable=` to override the model's. A `test_loss` metric is recorded when
-    the dataset has a test split.
+    the dataset has a test split. The training residuals are passed as `residual_fn`
+    (for `solver="rosw"`).
     """
     loss_fn, default_metrics, args = mse_parts(model, data)
     kwargs.setdefault("eta", model.eta())
     kwargs.setdefault("trainable", model.trainable())
+    kwargs.setdefault("residual_fn", train_residual)
     return simulate(
         loss_fn, model, t1, metrics=_metrics(default_metrics, metrics), args=args, **kwargs
     )

@@ -275,7 +275,8 @@ def integrate_checkpointed(
     # Solvers without a fixed cost per step (implicit) are counted by host callbacks;
     # the counts of segments run before an interruption are kept in the checkpoint.
     count_evals = evals_per_step(solver) is None
-    counted = {"grad": 0, "hvp": 0}
+    counted = {"grad": 0, "hvp": 0, "jac_rows": 0}  # jac_rows: Rosenbrock-W, any solver
+
     def spec_of(j: int):  # segment j's solve (values only differ between segments)
         return make_spec(
             problem,
@@ -293,7 +294,9 @@ def integrate_checkpointed(
         )
 
     spec0 = spec_of(0)
+    _implicit.reset_counts()  # the solver's init may build a Jacobian (Rosenbrock-W)
     step_exe, carry0, compile_seconds, cache_hit = compile_segments(spec0, spec0.problem.theta0)
+    init_rows = _implicit.read_counts()["jac_rows"]
     saved_pieces: list[dict] = []
     stats = dict.fromkeys(STAT_KEYS, 0)
     run_before = 0.0
@@ -306,6 +309,7 @@ def integrate_checkpointed(
     else:
         y, first = np.asarray(problem.theta0), 0
         carry = carry0
+        counted["jac_rows"] += init_rows
     n_seg = bounds.size - 1
     delay = float(os.environ.get(DELAY_ENV, "0") or 0)
     bar = None
@@ -349,7 +353,7 @@ def integrate_checkpointed(
                     "run_seconds": run_before + now - start,
                     "carry_leaves": carry_leaves(carry),
                     "saved": _concat(saved_pieces),
-                    "stats": {**stats, **_counted_stats(counted, count_evals)},
+                    "stats": {**stats, **_counted_stats(counted, True)},
                 }
                 write_checkpoint(path, identity, state)
                 written += 1
@@ -384,7 +388,7 @@ def integrate_checkpointed(
         settings=settings,
         compile_seconds=compile_seconds,
         run_seconds=run_seconds,
-        counts=_counted(counted) if count_evals else None,
+        counts=_counted(counted),
         cache_hit=cache_hit,
     )
     sol.stats.update(

@@ -110,6 +110,9 @@ class FlatProblem(eqx.Module):
         with_args: whether the loss takes `args`.
         from_flat: flat (P,) vector -> state (identity for a flat state).
         tree: whether the state is the pytree (`state="tree"`) rather than flat.
+        residual_fn: optional params -> (n,) residuals r with loss = (1/2n)|r|^2, for
+            solvers that use the least-squares structure (`solver="rosw"`); None if not
+            given.
     """
 
     theta0: Any
@@ -121,6 +124,7 @@ class FlatProblem(eqx.Module):
     tree: bool = eqx.field(static=True, default=False)
     args: Any = None
     with_args: bool = eqx.field(static=True, default=False)
+    residual_fn: Callable | None = eqx.field(static=True, default=None)
 
     def params(self, theta: Any) -> PyTree:
         """The full parameter pytree for state `theta`."""
@@ -133,6 +137,10 @@ class FlatProblem(eqx.Module):
 
     def loss(self, theta: Any) -> jax.Array:
         return self.call(self.loss_fn, self.params(theta))
+
+    def residual(self, theta: Any) -> jax.Array:
+        """The (n,) residuals r(theta) of a least-squares loss (needs `residual_fn`)."""
+        return self.call(self.residual_fn, self.params(theta))
 
     def grad(self, theta: Any) -> Any:
         return jax.grad(self.loss)(theta)
@@ -237,6 +245,7 @@ def flatten_problem(
     trainable: Any = None,
     state: str = "flat",
     args: Any = NO_ARGS,
+    residual_fn: Callable[[PyTree], jax.Array] | None = None,
 ) -> FlatProblem:
     """Partition `params` into trainable and frozen parts and ravel the trainable part.
 
@@ -251,6 +260,9 @@ def flatten_problem(
             integrated as it is, with eta per leaf: less memory, same flow).
         args: data for `loss_fn(params, args)` (diffrax's `args` convention); omit it
             for a loss of the params alone.
+        residual_fn: optional residuals r with loss = (1/2n)|r|^2: params -> (n,), or
+            (params, args) -> (n,) with `args`; checked by tracing (a real 1-d array),
+            used by the Rosenbrock-W solver.
 
     Returns:
         A `FlatProblem` whose `theta0` is the raveled trainable part (or, for a tree
@@ -308,8 +320,11 @@ def flatten_problem(
         tree=state == "tree",
         args=args if with_args else None,
         with_args=with_args,
+        residual_fn=residual_fn,
     )
     check_loss(problem)
+    if residual_fn is not None:
+        check_residual(problem)
     return problem
 
 
@@ -329,4 +344,34 @@ def check_loss(problem: FlatProblem) -> None:
         raise ValueError(
             f"loss_fn: must return a real scalar, got {getattr(out, 'shape', out)} "
             f"{getattr(out, 'dtype', '')}; reduce it, e.g. with jnp.mean or jnp.sum."
+        )
+
+
+def check_residual(problem: FlatProblem) -> None:
+    """residual_fn must map the params (and args) to a real 1-d array of n >= 1 residuals
+    (checked by tracing only); ValueError naming residual_fn otherwise."""
+    fn = problem.residual_fn
+    if not callable(fn):
+        raise ValueError(
+            f"residual_fn: must be callable params -> (n,) residuals, got {type(fn)}."
+        )
+    how = "(params, args)" if problem.with_args else "the params pytree"
+    try:
+        dyn, static = eqx.partition(problem, eqx.is_array)
+        out = jax.eval_shape(lambda d: eqx.combine(d, static).residual(d.theta0), dyn)
+    except Exception as exc:  # noqa: BLE001 - report the user's error in one line
+        raise ValueError(
+            f"residual_fn: calling it on {how} failed ({type(exc).__name__}: {exc}); it "
+            f"must map {how} to the (n,) residuals f(x_k) - y_k."
+        ) from None
+    shape = getattr(out, "shape", None)
+    if (
+        shape is None
+        or len(shape) != 1
+        or shape[0] < 1
+        or not jnp.issubdtype(out.dtype, jnp.floating)
+    ):
+        raise ValueError(
+            f"residual_fn: must return a real 1-d array of n >= 1 residuals, got "
+            f"{shape} {getattr(out, 'dtype', '')}; flatten multi-output residuals."
         )

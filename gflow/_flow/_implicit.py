@@ -27,13 +27,16 @@ import optimistix as optx
 # grad_evals + HVP_COST * hvp_evals: a Hessian-vector product applied from a stored
 # linearisation is one tangent pass of forward-over-reverse AD, about the cost of two
 # gradient evaluations (Pearlmutter 1994; measured in benchmarks/ as `hvp_over_grad`).
-EVAL_COUNTS: dict[str, int] = {"grad": 0, "hvp": 0}
+# jac_rows: rows of a residual Jacobian (one vector-Jacobian product each), built by the
+# Rosenbrock-W solver (_rosenbrock.py).
+EVAL_COUNTS: dict[str, int] = {"grad": 0, "hvp": 0, "jac_rows": 0}
 HVP_COST = 2.0
 
 
 def reset_counts() -> None:
     EVAL_COUNTS["grad"] = 0
     EVAL_COUNTS["hvp"] = 0
+    EVAL_COUNTS["jac_rows"] = 0
 
 
 def read_counts() -> dict[str, int]:
@@ -152,6 +155,12 @@ def is_matfree(solver: diffrax.AbstractSolver) -> bool:
     """Whether `solver` is an implicit solver using a `CountingLinearSolver`."""
     finder = getattr(solver, "root_finder", None)
     return isinstance(getattr(finder, "linear_solver", None), CountingLinearSolver)
+
+
+def counts_exactly(solver: diffrax.AbstractSolver) -> bool:
+    """Whether every evaluation `solver` makes is seen by the host counters (matrix-free
+    implicit solvers, and solvers that say so with `exact_counts`)."""
+    return is_matfree(solver) or bool(getattr(solver, "exact_counts", False))
 
 
 def is_implicit(solver: diffrax.AbstractSolver) -> bool:

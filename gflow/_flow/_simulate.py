@@ -13,11 +13,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from . import _engine, _implicit
+from ._auto import choose_solver
 from ._checkpoint import Checkpoint, integrate_checkpointed
 from ._controller import PIDController
 from ._dense import check_dense_memory, dense_from_raw
@@ -26,6 +28,7 @@ from ._flatten import NO_ARGS, FlatProblem, flatten_problem, tree_norm
 from ._fsal import FSALSolver
 from ._fused import FusedTsit5
 from ._lowstorage import LowStorageRK4
+from ._rosenbrock import RosenbrockW, needs_residual
 from ._solution import Solution
 from ._times import check_ts, default_ts
 
@@ -58,6 +61,9 @@ SOLVERS: dict[str, Callable[[], diffrax.AbstractSolver]] = {
     "lserk4": LowStorageRK4,
     # Tsit5 with the stages unrolled and fused (less memory traffic per step); _fused.py.
     "tsit5-fused": FusedTsit5,
+    # Rosenbrock-W (ROS34PW2) with the Gauss-Newton W of a least-squares loss, solved
+    # through the n x n Woodbury system; needs residual_fn. _rosenbrock.py.
+    "rosw": RosenbrockW,
 }
 
 
@@ -81,7 +87,7 @@ def evals_per_step(solver: diffrax.AbstractSolver) -> tuple[int, int] | None:
     solvers, whose Newton iterations vary)."""
     if isinstance(solver, diffrax.Euler):
         return 1, 0
-    if isinstance(solver, FSALSolver):  # gflow's own solvers: f(y0) once at the start
+    if isinstance(solver, FSALSolver | RosenbrockW):  # gflow's own: f(y0) once at the start
         return solver.evals_per_step, 1
     tableau = getattr(solver, "tableau", None)
     if isinstance(solver, diffrax.AbstractERK) and isinstance(tableau, diffrax.ButcherTableau):
@@ -246,7 +252,8 @@ def integrate(
     )
     _implicit.reset_counts()
     out, timing = _engine.run(spec)
-    counts = _implicit.read_counts() if count_evals else None
+    # Always read: Jacobian rows (Rosenbrock-W) are counted by callbacks for every solver.
+    counts = _implicit.read_counts()
     return solution_from_raw(
         out,
         problem,
@@ -286,7 +293,8 @@ def solution_from_raw(
     `counts` ({"grad", "hvp"}, exact counts of the run) fills `stats["grad_evals"]` and
     `stats["hvp_evals"]` for solvers whose cost per step is not fixed; explicit solvers
     get them from their Butcher tableau. `stats["grad_equivalents"]` = grad_evals +
-    2 * hvp_evals (a Hessian-vector product costs about two gradients)."""
+    2 * hvp_evals (a Hessian-vector product costs about two gradients) + jacobian_rows
+    (rows of a residual Jacobian, one vector-Jacobian product each; Rosenbrock-W)."""
     name, diffrax_message = _decode_result(int(out["result"]))
     mask = out["event_mask"]
     diverged_flag = name == "event_occurred" and bool(mask.get("diverged", False))
@@ -341,7 +349,7 @@ def solution_from_raw(
         stats["grad_evals"] = int(counts["grad"])
         # A dense-Jacobian implicit solver (no CountingLinearSolver) builds its Jacobian
         # from P Jacobian-vector products that are not counted: report None there.
-        stats["hvp_evals"] = int(counts["hvp"]) if _implicit.is_matfree(solver) else None
+        stats["hvp_evals"] = int(counts["hvp"]) if _implicit.counts_exactly(solver) else None
     else:
         stats["grad_evals"] = stats["hvp_evals"] = None
     stats["grad_equivalents"] = (
@@ -349,6 +357,11 @@ def solution_from_raw(
         if stats["grad_evals"] is None or stats["hvp_evals"] is None
         else stats["grad_evals"] + _implicit.HVP_COST * stats["hvp_evals"]
     )
+    if counts is not None and counts.get("jac_rows"):
+        # Each Jacobian row is one vector-Jacobian product: one gradient-equivalent.
+        stats["jacobian_rows"] = int(counts["jac_rows"])
+        if stats["grad_equivalents"] is not None:
+            stats["grad_equivalents"] += stats["jacobian_rows"]
     stats["save_evals"] = int(ts_kept.size)
     stats["cache_hit"] = bool(cache_hit)
     stats["compile_seconds"] = compile_seconds
@@ -487,6 +500,32 @@ def prepare_flow(
     return t0, ts, max_steps, solver_obj, stepsize_controller
 
 
+@eqx.filter_jit
+def _residual_and_loss(problem: FlatProblem) -> tuple[jax.Array, jax.Array]:
+    return problem.residual(problem.theta0), problem.loss(problem.theta0)
+
+
+def check_least_squares(problem: FlatProblem, state: str) -> None:
+    """The Rosenbrock-W solver's requirements: a residual function whose (1/2n)|r|^2 is
+    the loss (checked at theta0, one evaluation), and a flat state."""
+    if problem.residual_fn is None:
+        raise ValueError(
+            "residual_fn: solver 'rosw' needs the residuals of the least-squares loss "
+            "(params -> (n,) with loss = (1/2n)|r|^2); pass residual_fn= or use "
+            "simulate_mse, or choose another solver."
+        )
+    if state != "flat":
+        raise ValueError(f"state: solver 'rosw' needs state='flat', got {state!r}.")
+    r, loss = _residual_and_loss(problem)
+    r, loss = np.asarray(r), float(loss)
+    ls = 0.5 * float(np.mean(r**2))
+    if not abs(ls - loss) <= 1e-8 * max(abs(loss), 1e-300) + 1e-300:
+        raise ValueError(
+            f"residual_fn: (1/2n)|r|^2 = {ls:.6g} at the initial parameters but the loss "
+            f"is {loss:.6g}; residual_fn must give r with loss_fn = 0.5 * mean(r**2)."
+        )
+
+
 def simulate(
     loss_fn: Callable[[PyTree], jax.Array],
     params: PyTree,
@@ -510,6 +549,7 @@ def simulate(
     state: str = "flat",
     args: Any = NO_ARGS,
     dense: bool = False,
+    residual_fn: Callable[[PyTree], jax.Array] | None = None,
 ) -> Solution:
     """Simulate the gradient flow  d theta/dt = -eta * grad L(theta)  from `params`.
 
@@ -532,6 +572,9 @@ def simulate(
         save_params: also return the parameters at every save time (memory k x P).
         metrics: name -> fn(params) -> array, recorded at the save times.
         solver: a diffrax solver object or a name in `SOLVERS`; default Tsit5.
+            "auto": Tsit5, or "rosw" when a residual_fn is given and the flow is stiff
+            (lambda_max of the Gauss-Newton kernel x (t1 - t0) >= 2e3; the choice and its
+            inputs in `settings["auto"]`, the probe's Jacobian rows in the stats).
         stepsize_controller: default `gflow.PIDController(rtol, atol)` (diffrax's PID
             controller with CVODE's larger growth cap after the first step).
         rtol, atol: error-control tolerances of the default controller.
@@ -553,11 +596,16 @@ def simulate(
             [t0, t_final]. Costs (max_steps + 1) steps of interpolation data (about
             (stages + 2) x P floats each) during the solve; not with `checkpoint` or
             state="tree" (docs/results.md).
+        residual_fn: params -> (n,) residuals r (or (params, args) -> r with `args`),
+            with loss_fn = (1/2n)|r|^2 (least squares). Needed by `solver="rosw"`
+            (Rosenbrock-W with the Gauss-Newton Jacobian, docs/benchmarks.md);
+            `simulate_mse` passes the model's.
 
     Returns:
         A `Solution`. Failures (step limit, divergence, interruption) are reported in it,
         not raised.
     """
+    auto = isinstance(solver, str) and solver.lower() == "auto"
     t0, ts, max_steps, solver_obj, stepsize_controller = prepare_flow(
         t1,
         t0=t0,
@@ -568,7 +616,7 @@ def simulate(
         max_steps=max_steps,
         loss_target=loss_target,
         metrics=metrics,
-        solver=solver,
+        solver=None if auto else solver,
         stepsize_controller=stepsize_controller,
     )
     if state == "tree" and checkpoint is not None:
@@ -582,8 +630,19 @@ def simulate(
             "state='flat', or pass dense=False."
         )
     problem = flatten_problem(
-        loss_fn, params, eta=eta, trainable=trainable, state=state, args=args
+        loss_fn,
+        params,
+        eta=eta,
+        trainable=trainable,
+        state=state,
+        args=args,
+        residual_fn=residual_fn,
     )
+    auto_info = None
+    if auto:  # Tsit5 or Rosenbrock-W from the stiffness at theta0 (_auto.py)
+        solver_obj, auto_info = choose_solver(problem, t0, float(t1), state=state)
+    if needs_residual(solver_obj):
+        check_least_squares(problem, state)
     if dense:
         check_dense_memory(solver_obj, make_term(False), problem, t0, float(t1), max_steps)
     settings = flow_settings(
@@ -603,6 +662,8 @@ def simulate(
     settings["state"] = state
     if dense:
         settings["dense"] = True
+    if auto_info is not None:
+        settings["auto"] = auto_info
     if checkpoint is not None:
         if not isinstance(checkpoint, Checkpoint):
             raise ValueError(f"checkpoint: expected a gflow.Checkpoint, got {checkpoint!r}.")
@@ -610,7 +671,7 @@ def simulate(
         engine = functools.partial(integrate_checkpointed, checkpoint=checkpoint)
     else:
         engine = functools.partial(integrate, dense=bool(dense))
-    return engine(
+    sol = engine(
         problem,
         t0,
         float(t1),
@@ -625,6 +686,12 @@ def simulate(
         progress=progress,
         settings=settings,
     )
+    if auto_info is not None and auto_info["jacobian_rows"]:  # the stiffness probe
+        rows = auto_info["jacobian_rows"]
+        sol.stats["jacobian_rows"] = sol.stats.get("jacobian_rows", 0) + rows
+        if sol.stats["grad_equivalents"] is not None:
+            sol.stats["grad_equivalents"] += rows
+    return sol
 
 
 def gradient_descent(

@@ -1,0 +1,263 @@
+"""A linearly implicit Rosenbrock-W solver for least-squares gradient flows.
+
+For a loss of least-squares form L(theta) = (1/2n) |r(theta)|^2 (r: (n,) residuals, e.g.
+f(x_k; theta) - y_k) the gradient-flow field is F(theta) = -(1/n) E J^T r, E = diag(eta),
+J = dr/dtheta (n x P), and its Jacobian is -(1/n) E (J^T J + sum_k r_k Hess r_k). The
+Gauss-Newton part
+
+    W = -(1/n) E J^T J
+
+has rank <= n. A Rosenbrock-W method needs only an approximation W of the Jacobian (its
+order conditions hold for *any* W; Steihaug & Wolfbrandt 1979), so gflow takes the
+Gauss-Newton W, computes J from n vector-Jacobian products (in chunks), keeps it for as
+long as it describes the flow, and solves every stage system
+
+    (I - h gamma W) x = (I + (h gamma / n) E J^T J) x = b
+
+through the n x n system of the Woodbury identity (never a P x P matrix):
+
+    x = b - c E J^T (I_n + c K)^{-1} J b,    c = h gamma / n,   K = J E J^T (n x n).
+
+K is diagonalised once per Jacobian (K = Q diag(lam) Q^T, `jnp.linalg.eigh`), so a
+solve for any step size costs two products with the stored J and two with Q.
+
+Method: ROS34PW2 of Rang & Angermann (2005, BIT 45:761-787, "New Rosenbrock W-methods
+of order 3 for partial differential algebraic equations of index 1"): 4 stages, order
+3 for any W, an embedded order-2 solution for error control (error order 3), L-stable
+and stiffly accurate. It is written in the transformed variables u_i = sum_j Gamma_ij k_i
+(Hairer & Wanner, Solving ODEs II, IV.7), which need no products with W:
+
+    (1/(h gamma) - W) u_i = F(y0 + sum_{j<i} a_ij u_j) + (1/h) sum_{j<i} c_ij u_j,
+    y1 = y0 + sum_i m_i u_i,   error = sum_i (m_i - mhat_i) u_i,
+
+with a = alpha Gamma^{-1}, c = diag(1/gamma) - Gamma^{-1}, m = b Gamma^{-1}; the
+coefficients are computed here from the published (alpha, Gamma, b, bhat).
+
+Dense output: cubic Hermite interpolation from y0, y1, F(y0), F(y1) (third order, as
+the method); F(y1) is computed at the end of every step and is the next step's first
+stage (first-same-as-last). A step costs 4 gradient evaluations (stages 2-4 and F(y1)).
+
+When J is refreshed: at the start (`init`), and at the start of a step after an
+accepted step whose secant defect
+
+    delta = h |F(y1) - F(y0) - W (y1 - y0)| / |y1 - y0|
+
+exceeded `jacobian_tol`, or after `jacobian_max_age` accepted steps. The defect
+estimates h |(A - W) dy| / |dy| for the true Jacobian A along the step: the part of A
+that W misses is treated explicitly by the method, which is stable while h times its
+size stays O(1); when it grows, W has to be refreshed. For a linear
+least-squares problem delta is at rounding level and J is computed once. A refresh
+costs n Jacobian rows (one vector-Jacobian product each), counted exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import diffrax
+import equinox as eqx
+import equinox.internal as eqxi
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _implicit
+from ._fsal import DirectInterpolation
+
+# ROS34PW2 (Rang & Angermann 2005, Table 4.3): alpha (strictly lower), Gamma (lower,
+# diagonal gamma), b, bhat.
+_GAMMA = 4.3586652150845900e-01
+_ALPHA = np.zeros((4, 4))
+_ALPHA[1, 0] = 8.7173304301691801e-01
+_ALPHA[2, 0] = 8.4457060015369423e-01
+_ALPHA[2, 1] = -1.1299064236484185e-01
+_ALPHA[3, 2] = 1.0
+_GAMMA_MAT = np.diag([_GAMMA] * 4)
+_GAMMA_MAT[1, 0] = -8.7173304301691801e-01
+_GAMMA_MAT[2, 0] = -9.0338057013044082e-01
+_GAMMA_MAT[2, 1] = 5.4180672388095326e-02
+_GAMMA_MAT[3, 0] = 2.4212380706095346e-01
+_GAMMA_MAT[3, 1] = -1.2232505839045147
+_GAMMA_MAT[3, 2] = 5.4526025533510214e-01
+_B = np.array([2.4212380706095346e-01, -1.2232505839045147, 1.5452602553351020, _GAMMA])
+_BHAT = np.array([3.7810903145819369e-01, -9.6042292212423178e-02, 0.5, 2.1793326075422950e-01])
+
+
+def transformed_tableau() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(a, c, m, mhat) of ROS34PW2 in the variables u = Gamma k (see the module doc)."""
+    g_inv = np.linalg.inv(_GAMMA_MAT)
+    a = _ALPHA @ g_inv
+    c = np.diag(np.diag(g_inv)) - g_inv
+    return a, c, _B @ g_inv, _BHAT @ g_inv
+
+
+_A_T, _C_T, _M, _MHAT = transformed_tableau()
+# Relative secant defect below which W counts as exact (linear least squares): no
+# refresh by age then.
+_EXACT = 1e-8
+
+
+class GaussNewton(eqx.Module):
+    """The stored Gauss-Newton factor: J (n x P), K = J E J^T = Q diag(lam) Q^T."""
+
+    jac: jax.Array
+    lam: jax.Array
+    q: jax.Array
+
+
+def residual_jacobian(
+    residual: Callable[[jax.Array], jax.Array], theta: jax.Array, chunk: int
+) -> jax.Array:
+    """J = dr/dtheta (n x P) at `theta` from n vector-Jacobian products, `chunk` at a
+    time (memory: chunk backward passes at once, plus the n x P result)."""
+    r, vjp = jax.vjp(residual, theta)
+    n = r.shape[0]
+    rows = jax.lax.map(lambda e: vjp(e)[0], jnp.eye(n, dtype=r.dtype), batch_size=min(chunk, n))
+    return rows
+
+
+def gauss_newton(jac: jax.Array, eta: jax.Array) -> GaussNewton:
+    """The factor of J: K = J diag(eta) J^T diagonalised (eigenvalues clipped at 0,
+    K being positive semi-definite)."""
+    k = (jac * eta[None, :]) @ jac.T
+    lam, q = jnp.linalg.eigh(0.5 * (k + k.T))
+    return GaussNewton(jac=jac, lam=jnp.maximum(lam, 0.0), q=q)
+
+
+def woodbury_solve(gn: GaussNewton, eta: jax.Array, c: jax.Array, b: jax.Array) -> jax.Array:
+    """x = (I + c diag(eta) J^T J)^{-1} b through the n x n system (Woodbury identity):
+
+        x = b - c E J^T Q diag(1 / (1 + c lam)) Q^T J b.
+
+    Arguments:
+        gn: the stored factor (J, lam, Q) with J diag(eta) J^T = Q diag(lam) Q^T.
+        eta: (P,) time scale per entry.
+        c: scalar >= 0 (h gamma / n in a Rosenbrock stage).
+        b: (P,) right-hand side.
+
+    Returns:
+        (P,) solution x; costs two products with J (n x P) and two with Q (n x n).
+    """
+    z = gn.q.T @ (gn.jac @ b)
+    z = gn.q @ (z / (1.0 + c * gn.lam))
+    return b - c * eta * (gn.jac.T @ z)
+
+
+def _bump_rows(n) -> None:
+    _implicit.EVAL_COUNTS["jac_rows"] += int(n)
+
+
+class HermiteInterpolation(DirectInterpolation):
+    """Cubic Hermite interpolation from y0, y1, f0 = F(y0), f1 = F(y1)."""
+
+    t0: Any
+    t1: Any
+    y0: Any
+    y1: Any
+    f0: Any
+    f1: Any
+
+    def _at(self, t):
+        h = self.t1 - self.t0
+        s = (t - self.t0) / jnp.where(h == 0, 1.0, h)
+        h00 = (1 + 2 * s) * (1 - s) ** 2
+        h10 = s * (1 - s) ** 2
+        h01 = s**2 * (3 - 2 * s)
+        h11 = s**2 * (s - 1)
+        return h00 * self.y0 + h01 * self.y1 + h * (h10 * self.f0 + h11 * self.f1)
+
+
+class RosenbrockW(diffrax.AbstractAdaptiveSolver):
+    """ROS34PW2 (Rang & Angermann 2005) with the Gauss-Newton W of a least-squares loss,
+    stage systems solved through the n x n Woodbury system (module doc).
+
+    The flow's `FlatProblem` (diffrax's `args`) must carry a `residual_fn` with
+    loss = (1/2n)|r|^2 (`simulate(..., residual_fn=)`; the MSE front ends pass theirs).
+    Flat state only. Solver state: (F(y0), stored factor, refresh flag, age).
+
+    Fields:
+        jacobian_tol: refresh J after an accepted step whose secant defect (module doc)
+            exceeds this.
+        jacobian_max_age: refresh J after this many accepted steps at the latest.
+        chunk: vector-Jacobian products computed at once when J is built.
+    """
+
+    jacobian_tol: float = 0.02
+    jacobian_max_age: int = 20
+    chunk: int = 64
+
+    term_structure: ClassVar = diffrax.AbstractTerm
+    interpolation_cls: ClassVar[Callable[..., HermiteInterpolation]] = HermiteInterpolation
+    # Gradient evaluations per attempted step (stages 2-4 and F(y1)) plus F(y0) once at
+    # the start; Jacobian rows are counted by a host callback at each refresh.
+    evals_per_step: ClassVar[int] = 4
+
+    def __check_init__(self):
+        if not float(self.jacobian_tol) > 0:
+            raise ValueError(
+                f"jacobian_tol: must be > 0 (the secant defect that triggers a Jacobian "
+                f"refresh; 0.02 is the default), got {self.jacobian_tol!r}."
+            )
+        if int(self.jacobian_max_age) < 1 or int(self.chunk) < 1:
+            raise ValueError(
+                f"jacobian_max_age, chunk: must be integers >= 1, got "
+                f"{self.jacobian_max_age!r}, {self.chunk!r}."
+            )
+
+    def order(self, terms):
+        return 3
+
+    def _factor(self, args, theta):
+        residual = args.residual
+        jac = residual_jacobian(residual, theta, int(self.chunk))
+        jax.debug.callback(_bump_rows, jac.shape[0])
+        return gauss_newton(jac, args.eta)
+
+    def init(self, terms, t0, t1, y0, args):
+        f0 = terms.vf(t0, y0, args)
+        gn = self._factor(args, y0)
+        return f0, gn, jnp.asarray(False), jnp.asarray(0, dtype=jnp.int32)
+
+    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+        f0, gn, refresh, age = solver_state
+        f0 = jax.lax.cond(eqxi.unvmap_any(made_jump), lambda: terms.vf(t0, y0, args), lambda: f0)
+        gn = jax.lax.cond(eqxi.unvmap_any(refresh), lambda: self._factor(args, y0), lambda: gn)
+        age = jnp.where(refresh, 0, age)
+        eta = args.eta
+        n = gn.jac.shape[0]
+        h = jnp.asarray(t1 - t0, dtype=y0.dtype)
+        hg = h * _GAMMA
+        us = []
+        for i in range(4):
+            y_stage = y0
+            for j in range(i):
+                if _A_T[i, j] != 0.0:
+                    y_stage = y_stage + float(_A_T[i, j]) * us[j]
+            f_stage = f0 if i == 0 else terms.vf(t0 + h, y_stage, args)
+            rhs = f_stage
+            for j in range(i):
+                rhs = rhs + (float(_C_T[i, j]) / h) * us[j]
+            us.append(hg * woodbury_solve(gn, eta, hg / n, rhs))
+        y1 = y0 + sum(float(_M[i]) * us[i] for i in range(4))
+        y_error = sum(float(_M[i] - _MHAT[i]) * us[i] for i in range(4))
+        f1 = terms.vf(t1, y1, args)
+        # Secant defect of the Gauss-Newton model over this step (module doc).
+        dy, df = y1 - y0, f1 - f0
+        w_dy = -(eta * (gn.jac.T @ (gn.jac @ dy))) / n
+        miss = jnp.linalg.norm(df - w_dy)
+        defect = h * miss / jnp.maximum(jnp.linalg.norm(dy), 1e-300)
+        exact = miss <= _EXACT * jnp.linalg.norm(df)  # linear least squares: W is exact
+        old = (age + 1 >= int(self.jacobian_max_age)) & jnp.logical_not(exact)
+        stale = jnp.logical_not(defect <= float(self.jacobian_tol)) | old  # NaN -> stale
+        dense_info = dict(y0=y0, y1=y1, f0=f0, f1=f1)
+        state = (f1, gn, stale, age + 1)
+        return y1, y_error, dense_info, state, diffrax.RESULTS.successful
+
+    def func(self, terms, t0, y0, args):
+        return terms.vf(t0, y0, args)
+
+
+def needs_residual(solver: Any) -> bool:
+    """Whether `solver` uses the problem's residual function."""
+    return isinstance(solver, RosenbrockW)

@@ -1,0 +1,70 @@
+"""Following a flow to its end: a known saddle, a known minimum (Newton polishing), and a
+least-squares minimum reached through solver='auto' (Gauss-Newton polishing)."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gflow
+
+
+def _double_well(p):
+    # L = x^2/2 + (y^2 - 1)^2/4: minima (0, +-1) with Hessian diag(1, 2), saddle (0, 0)
+    # with Hessian diag(1, -1). y = 0 is invariant under the flow.
+    return 0.5 * p[0] ** 2 + 0.25 * (p[1] ** 2 - 1.0) ** 2
+
+
+def test_known_saddle():
+    lim = gflow.follow_to_limit(
+        _double_well, jnp.array([1.0, 0.0]), grad_tol=1e-8, solver="tsit5", polish=True
+    )
+    assert lim.classification == "saddle" and lim.stop_reason == "grad_tol"
+    np.testing.assert_allclose(lim.theta, [0.0, 0.0], atol=1e-8)
+    # Lanczos with iters >= P = 2 gives the exact eigenvalues -1 and 1 (at theta ~ 0,
+    # the Hessian is diag(1, 3 y^2 - 1) = diag(1, -1) up to 1e-16).
+    np.testing.assert_allclose([lim.lambda_min, lim.lambda_max], [-1.0, 1.0], atol=1e-8)
+    assert lim.polished is None and "saddle" in lim.polish_note
+
+
+def test_known_minimum_with_newton_polish():
+    lim = gflow.follow_to_limit(
+        _double_well, jnp.array([1.0, 0.5]), grad_tol=1e-6, solver="tsit5", polish=True
+    )
+    assert lim.classification == "minimum" and lim.grad_norm <= 1e-6
+    np.testing.assert_allclose([lim.lambda_min, lim.lambda_max], [1.0, 2.0], atol=1e-5)
+    # Newton converges quadratically from |grad| <= 1e-6 to rounding level.
+    np.testing.assert_allclose(lim.polished, [0.0, 1.0], atol=1e-15)
+    assert lim.polished_grad_norm <= 1e-15
+    assert lim.polish_distance == pytest.approx(np.linalg.norm(lim.theta - [0.0, 1.0]))
+    assert 0 < lim.polish_distance < 1e-5
+
+
+def test_least_squares_minimum_via_auto_and_gauss_newton():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 10)) * np.sqrt(np.logspace(0, -3, 6))[:, None]
+    y = rng.normal(size=6)
+
+    def res(p):
+        return jnp.asarray(x) @ p - jnp.asarray(y)
+
+    def loss(p):
+        return 0.5 * jnp.mean(res(p) ** 2)
+
+    lim = gflow.follow_to_limit(
+        loss, jnp.zeros(10), residual_fn=res, grad_tol=1e-9, t_first=100.0, polish=True
+    )
+    # From 0 the flow stays in the row space of X: its limit is the minimum-norm solution.
+    star = np.linalg.lstsq(x, y, rcond=None)[0]
+    assert lim.classification == "minimum", lim.summary()
+    # 4 zero Hessian eigenvalues (P - n flat directions): lambda_min ~ 0, not negative.
+    assert abs(lim.lambda_min) < 1e-10 and lim.lambda_max > 0
+    assert any(w[4] == "RosenbrockW" for w in lim.windows)  # auto picked it on long windows
+    np.testing.assert_allclose(lim.polished, star, atol=1e-12)
+    assert lim.polished_loss < 1e-28
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="grad_tol"):
+        gflow.follow_to_limit(_double_well, jnp.zeros(2), grad_tol=0.0)
+    with pytest.raises(ValueError, match="t_first"):
+        gflow.follow_to_limit(_double_well, jnp.zeros(2), t_first=10.0, t_max=1.0)

@@ -1,0 +1,206 @@
+"""The Rosenbrock-W solver (ROS34PW2 with the Gauss-Newton W, Woodbury solves): order 3
+on a closed form, order 3 with a frozen (inexact) W, agreement with a tight Dopri8 on a
+network, the Woodbury solve against a dense P x P solve, and exact evaluation counts."""
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gflow
+from gflow._flow import _implicit
+from gflow._flow._rosenbrock import RosenbrockW, gauss_newton, woodbury_solve
+
+# Linear least squares: r = X theta - y, L = (1/2n)|r|^2, eta = 2. With X^T X / n =
+# V diag(lam) V^T the flow is theta(t) = theta* + V exp(-eta lam t) V^T (theta0 - theta*)
+# on the range of X^T (theta0 = 0, theta* the minimum-norm solution). Stiff: the kernel
+# eigenvalues lam span 1 to 1e-3.
+_N, _P, _ETA = 8, 12, 2.0
+_RNG = np.random.default_rng(0)
+_U, _ = np.linalg.qr(_RNG.normal(size=(_N, _N)))
+_V, _ = np.linalg.qr(_RNG.normal(size=(_P, _N)))
+_LAM = np.logspace(0, -3, _N)
+_X = _U @ np.diag(np.sqrt(_LAM * _N)) @ _V.T
+_Y = _RNG.normal(size=_N)
+
+
+def _res(p):
+    return jnp.asarray(_X) @ p - jnp.asarray(_Y)
+
+
+def _loss(p):
+    return 0.5 * jnp.mean(_res(p) ** 2)
+
+
+def _exact(ts):
+    star = np.linalg.lstsq(_X, _Y, rcond=None)[0]
+    return np.array([star - _V @ (np.exp(-_ETA * _LAM * t) * (_V.T @ star)) for t in ts])
+
+
+def _fixed_step_error(loss, res, theta0, t1, n_steps, reference, solver=None):
+    sol = gflow.simulate(
+        loss,
+        theta0,
+        t1,
+        eta=_ETA,
+        ts=np.array([t1]),
+        solver=solver or RosenbrockW(),
+        residual_fn=res,
+        stepsize_controller=diffrax.ConstantStepSize(),
+        dt0=t1 / n_steps,
+    )
+    assert sol.success, sol.message
+    return np.linalg.norm(sol.theta_final - reference) / np.linalg.norm(reference)
+
+
+def test_order_three_on_linear_least_squares():
+    # The Gauss-Newton W is the exact Jacobian here; with constant steps the global error
+    # must fall by 2^3 = 8 per halving (observed slopes 2.95-3.0; 2.8 allows the
+    # pre-asymptotic first halving).
+    t1 = 4.0
+    errs = [
+        _fixed_step_error(_loss, _res, jnp.zeros(_P), t1, m, _exact([t1])[0]) for m in (8, 16, 32)
+    ]
+    slopes = np.log2(np.array(errs[:-1]) / np.array(errs[1:]))
+    assert np.all(slopes > 2.8) and np.all(slopes < 3.3), (errs, slopes)
+
+
+# A nonlinear least-squares problem (tanh features): the Gauss-Newton W is not the
+# Jacobian, and with the Jacobian frozen at theta0 it is not even the Gauss-Newton one.
+_A = _RNG.normal(size=(6, 4)) / 2
+
+
+def _res_nl(p):
+    return jnp.tanh(jnp.asarray(_A) @ p) + 0.1 * jnp.sum(p**2) - jnp.arange(6.0) / 10
+
+
+def _loss_nl(p):
+    return 0.5 * jnp.mean(_res_nl(p) ** 2)
+
+
+def test_order_three_with_frozen_inexact_w():
+    """A W-method keeps its order with any W: J frozen at theta0 (never refreshed)."""
+    t1, theta0 = 3.0, jnp.array([0.5, -0.3, 0.8, 0.1])
+    ref = gflow.simulate(
+        _loss_nl, theta0, t1, eta=_ETA, ts=np.array([t1]), solver="dopri8", rtol=1e-13, atol=1e-15
+    ).theta_final
+    frozen = RosenbrockW(jacobian_tol=1e300, jacobian_max_age=10**9)
+    errs = [
+        _fixed_step_error(_loss_nl, _res_nl, theta0, t1, m, ref, solver=frozen) for m in (4, 8, 16)
+    ]
+    slopes = np.log2(np.array(errs[:-1]) / np.array(errs[1:]))
+    assert np.all(slopes > 2.7), (errs, slopes)
+
+
+def test_agrees_with_tight_dopri8_on_a_network():
+    data = gflow.make_synthetic(n=8, d=3, seed=1)
+    model = gflow.TwoLayer(d=3, m=16, scaling="mf", key=jax.random.key(2))
+    ts = np.linspace(0.0, 20.0, 11)
+    kw = dict(ts=ts, save_params=False)
+    ref = gflow.simulate_mse(model, data, 20.0, solver="dopri8", rtol=1e-12, atol=1e-14, **kw)
+    sol = gflow.simulate_mse(model, data, 20.0, solver="rosw", rtol=1e-8, atol=1e-10, **kw)
+    assert sol.success and ref.success
+    err = np.linalg.norm(sol.theta_final - ref.theta_final) / np.linalg.norm(ref.theta_final)
+    # Local error controlled to rtol 1e-8; the global relative error observed is ~1e-8
+    # (a contracting flow); 1e-6 leaves margin.
+    assert err < 1e-6, err
+    np.testing.assert_allclose(sol.loss, ref.loss, rtol=1e-5)
+
+
+def test_woodbury_solve_matches_dense_solve():
+    rng = np.random.default_rng(3)
+    n, p = 5, 30
+    jac = jnp.asarray(rng.normal(size=(n, p)))
+    eta = jnp.asarray(rng.uniform(0.5, 3.0, size=p))
+    b = jnp.asarray(rng.normal(size=p))
+    gn = gauss_newton(jac, eta)
+    for c in (0.0, 1e-3, 1.0, 1e4):
+        x = np.asarray(woodbury_solve(gn, eta, jnp.asarray(c), b))
+        dense = np.eye(p) + c * np.diag(np.asarray(eta)) @ np.asarray(jac).T @ np.asarray(jac)
+        expect = np.linalg.solve(dense, np.asarray(b))
+        # cond(dense) <= 1 + c |E J^T J| ~ 1e6 at c = 1e4: rounding ~1e-10 relative.
+        np.testing.assert_allclose(x, expect, rtol=1e-9, atol=1e-12 * np.abs(expect).max())
+
+
+def test_counts_are_exact():
+    from gflow._flow._flatten import flatten_problem
+    from gflow._flow._simulate import make_solve_fn
+
+    sol = gflow.simulate(
+        _loss, jnp.zeros(_P), 50.0, eta=_ETA, solver="rosw", residual_fn=_res, rtol=1e-6
+    )
+    st = sol.stats
+    # 4 gradients per attempted step + F(y0) at the start; one Jacobian (n rows) for a
+    # linear problem (the secant defect is at rounding level, no refresh).
+    assert st["grad_evals"] == 4 * st["num_steps"] + 1
+    assert st["jacobian_rows"] == _N
+    assert st["grad_equivalents"] == st["grad_evals"] + _N
+    # The same count by the host callback on every vector-field evaluation.
+    prob = flatten_problem(_loss, jnp.zeros(_P), eta=_ETA, residual_fn=_res)
+    run = make_solve_fn(
+        0.0,
+        50.0,
+        solver=RosenbrockW(),
+        stepsize_controller=gflow.PIDController(rtol=1e-6, atol=1e-10),
+        dt0=None,
+        max_steps=10_000,
+        count_evals=True,
+    )
+    _implicit.reset_counts()
+    out = run(prob, jnp.array([0.0, 50.0]))
+    counts = _implicit.read_counts()
+    assert counts["grad"] == 4 * int(out["stats"]["num_steps"]) + 1
+    assert counts["jac_rows"] == _N
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="residual_fn"):
+        gflow.simulate(_loss, jnp.zeros(_P), 1.0, solver="rosw")
+    with pytest.raises(ValueError, match="residual_fn"):  # (1/2n)|r|^2 is not the loss
+        gflow.simulate(_loss, jnp.zeros(_P), 1.0, solver="rosw", residual_fn=lambda p: 2 * _res(p))
+    with pytest.raises(ValueError, match="residual_fn"):  # not 1-d
+        gflow.simulate(_loss, jnp.zeros(_P), 1.0, residual_fn=lambda p: jnp.sum(p))
+    with pytest.raises(ValueError, match="jacobian_tol"):
+        RosenbrockW(jacobian_tol=0.0)
+
+
+def test_auto_chooses_by_stiffness_and_records_it():
+    # lambda_max of the Gauss-Newton kernel = eta * max(lam) = 2: S = 2 (t1 - t0).
+    kw = dict(eta=_ETA, residual_fn=_res, rtol=1e-6, atol=1e-9)
+    easy = gflow.simulate(_loss, jnp.zeros(_P), 50.0, solver="auto", **kw)
+    stiff = gflow.simulate(_loss, jnp.zeros(_P), 2000.0, solver="auto", save_params=True, **kw)
+    for sol, chosen, t1 in ((easy, "tsit5", 50.0), (stiff, "rosw", 2000.0)):
+        auto = sol.settings["auto"]
+        np.testing.assert_allclose(auto["lambda_max"], _ETA * _LAM.max(), rtol=1e-10)
+        np.testing.assert_allclose(auto["stiffness"], _ETA * _LAM.max() * t1, rtol=1e-10)
+        assert auto["chosen"] == chosen and auto["switch_times"] == []
+        assert sol.stats["jacobian_rows"] >= _N  # the probe's rows are counted
+    assert easy.settings["solver"] == "Tsit5" and stiff.settings["solver"] == "RosenbrockW"
+    # Rosenbrock-W: the probe (n rows) + one Jacobian of the linear problem (n rows).
+    assert stiff.stats["jacobian_rows"] == 2 * _N
+    assert stiff.stats["grad_equivalents"] == stiff.stats["grad_evals"] + 2 * _N
+    err = np.abs(stiff.params - _exact(stiff.ts)).max() / np.abs(_exact(stiff.ts)).max()
+    assert err < 1e-4, err  # rtol 1e-6 local control; observed ~1e-7
+    no_res = gflow.simulate(_loss, jnp.zeros(_P), 2000.0, eta=_ETA, solver="auto", rtol=1e-4)
+    assert no_res.settings["auto"]["chosen"] == "tsit5"
+    assert "residual_fn" in no_res.settings["auto"]["reason"]
+
+
+def test_checkpointed_run_matches_one_solve_and_counts_rows(tmp_path):
+    """`gflow run` integrates in checkpointed segments: the Jacobian rows are counted there
+    too, and the result matches the closed form."""
+    ts = np.linspace(0.0, 200.0, 5)
+    kw = dict(eta=_ETA, ts=ts, solver="rosw", residual_fn=_res, rtol=1e-8, atol=1e-11)
+    sol = gflow.simulate(
+        _loss,
+        jnp.zeros(_P),
+        200.0,
+        checkpoint=gflow.Checkpoint(tmp_path / "ck.npz", every_seconds=0, segments=3),
+        **kw,
+    )
+    assert sol.success and sol.stats["segments"] == 3
+    # Each segment's solve starts with its own Jacobian (the solver state's J is carried,
+    # but `init` of a segment computes one): between 1 and 3 Jacobians of n rows.
+    assert sol.stats["jacobian_rows"] in (_N, 2 * _N, 3 * _N)
+    np.testing.assert_allclose(sol.final, _exact([200.0])[0], rtol=1e-6, atol=1e-8)
