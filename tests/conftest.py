@@ -4,13 +4,28 @@ GFLOW_TEST_SIZE=small (what CI sets) runs tests marked `slow` at a reduced size;
 GFLOW_TEST_SIZE=full runs them at the size the docs quote.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import jax
 
 jax.config.update("jax_enable_x64", True)
 
 import pytest  # noqa: E402
+
+# JAX's persistent compilation cache in a folder of this test session only (removed at
+# exit), shared with the CLI subprocesses the tests start: tests that build the same
+# program (same HLO) compile it once. Nothing carries over between sessions, so no test
+# depends on an earlier run; GFLOW_TEST_COMPILE_CACHE=0 turns it off.
+if os.environ.get("GFLOW_TEST_COMPILE_CACHE", "1") != "0":
+    _cache_dir = tempfile.mkdtemp(prefix="gflow-test-xla-")
+    atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
+    os.environ["GFLOW_CACHE_DIR"] = _cache_dir
+    from gflow._flow._cache import enable_persistent_cache  # noqa: E402
+
+    enable_persistent_cache(_cache_dir)
 
 TEST_SIZE = os.environ.get("GFLOW_TEST_SIZE", "small")
 
