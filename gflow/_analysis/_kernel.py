@@ -298,7 +298,7 @@ def kernel_metrics(
         h = _example_gram(single, batch, theta, eta_vec, x, None, chunk_size)
         return h, batch(x)(theta)
 
-    h0 = jax.jit(lambda p: gram(p)[0])(model)
+    h0 = eqx.filter_jit(lambda p: gram(p)[0])(model)
     h0_norm = jnp.linalg.norm(h0)
 
     def kernel(params):

@@ -26,7 +26,7 @@ import jax.tree_util as jtu
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from ._flatten import FlatProblem, _as_filter_spec, flatten_problem
+from ._flatten import FlatProblem, _as_filter_spec, flatten_problem, split_frozen
 from ._sharding import batched_solve, ensemble_mesh, gather, padded_size, replicate, shard_batch
 from ._simulate import (
     flow_settings,
@@ -146,7 +146,7 @@ def batch_problem(
     n = ensemble_size(params_batch)
     member0 = _member(params_batch, 0)
     try:
-        shape = jax.eval_shape(loss_fn, member0).shape
+        shape = eqx.filter_eval_shape(loss_fn, member0).shape
     except Exception as exc:  # shape errors inside the user's loss
         raise ValueError(
             "params_batch: the loss failed on member 0 "
@@ -166,8 +166,14 @@ def batch_problem(
             "re-initialize them."
         )
     eta_b = jnp.broadcast_to(ref.eta, theta0.shape)
+    frozen, static = split_frozen(frozen)
     problem = FlatProblem(
-        theta0=theta0, eta=eta_b, frozen=frozen, unravel=ref.unravel, loss_fn=ref.loss_fn
+        theta0=theta0,
+        eta=eta_b,
+        frozen=frozen,
+        static=static,
+        unravel=ref.unravel,
+        loss_fn=ref.loss_fn,
     )
     return problem, n
 

@@ -57,6 +57,44 @@ def _identity(x: Any) -> Any:
     return x
 
 
+class StaticPart:
+    """The non-array leaves of a pytree (functions, Python scalars, strings) and its
+    structure, held as one hashable value so that a `FlatProblem` carrying it is a valid
+    jit argument (it becomes part of the tree structure, as in `eqx.filter_jit`).
+
+    Equal (and equally hashed) when the structure and the leaves are equal; leaves that
+    cannot be hashed compare by identity.
+    """
+
+    __slots__ = ("treedef", "leaves", "_key")
+
+    def __init__(self, tree: PyTree):
+        leaves, self.treedef = jtu.tree_flatten(tree)
+        self.leaves = tuple(leaves)
+        try:
+            hash(self.leaves)
+            self._key = (self.treedef, self.leaves)
+        except TypeError:
+            self._key = (self.treedef, tuple(id(leaf) for leaf in self.leaves))
+
+    def tree(self) -> PyTree:
+        return jtu.tree_unflatten(self.treedef, self.leaves)
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StaticPart) and self._key == other._key
+
+
+def split_frozen(frozen: PyTree) -> tuple[PyTree, StaticPart | None]:
+    """(array leaves, `StaticPart` of the rest or None when every leaf is an array)."""
+    arrays, rest = eqx.partition(frozen, eqx.is_array)
+    if not jtu.tree_leaves(rest):
+        return arrays, None
+    return arrays, StaticPart(rest)
+
+
 class FlatProblem(eqx.Module):
     """A loss on a parameter pytree, re-expressed on the flat trainable vector theta.
 
@@ -65,7 +103,9 @@ class FlatProblem(eqx.Module):
             `tree=True` the trainable pytree itself (frozen leaves None).
         eta: (P,) time scale per entry of theta; with `tree=True` one 0-d array per
             trainable leaf.
-        frozen: the non-trainable part of the parameters (closed over).
+        frozen: the non-trainable array leaves of the parameters (closed over).
+        static: the non-array leaves (an equinox Module's functions, Python scalars) as a
+            hashable `StaticPart`, or None; never traced.
         unravel: state -> trainable part of the parameter pytree (identity for a tree).
         loss_fn: the user's loss on the full parameter pytree.
         from_flat: flat (P,) vector -> state (identity for a flat state).
@@ -79,10 +119,13 @@ class FlatProblem(eqx.Module):
     loss_fn: Callable = eqx.field(static=True)
     from_flat: Callable = eqx.field(static=True, default=_identity)
     tree: bool = eqx.field(static=True, default=False)
+    static: StaticPart | None = eqx.field(static=True, default=None)
 
     def params(self, theta: Any) -> PyTree:
         """The full parameter pytree for state `theta`."""
-        return eqx.combine(self.unravel(theta), self.frozen)
+        if self.static is None:
+            return eqx.combine(self.unravel(theta), self.frozen)
+        return eqx.combine(self.unravel(theta), self.frozen, self.static.tree())
 
     def loss(self, theta: Any) -> jax.Array:
         return self.loss_fn(self.params(theta))
@@ -191,7 +234,8 @@ def flatten_problem(
 
     Arguments:
         loss_fn: params -> scalar loss.
-        params: any pytree of arrays (equinox Modules included).
+        params: any pytree of arrays (equinox Modules included, also ones holding
+            functions or other non-array fields: those are kept static, never traced).
         eta: positive scalar, or a pytree like `params` with one scalar per leaf.
         trainable: None (all inexact arrays), a callable leaf filter, or a pytree of bools.
         state: "flat" (theta is one raveled vector) or "tree" (the trainable pytree is
@@ -254,10 +298,12 @@ def flatten_problem(
             f"loss_fn: must return a real scalar, got {getattr(out, 'shape', out)} "
             f"{getattr(out, 'dtype', '')}; reduce it, e.g. with jnp.mean or jnp.sum."
         )
+    frozen, static = split_frozen(frozen)
     return FlatProblem(
         theta0=theta0,
         eta=eta_state,
         frozen=frozen,
+        static=static,
         unravel=unravel,
         loss_fn=loss_fn,
         from_flat=from_flat,
