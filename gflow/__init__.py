@@ -20,6 +20,7 @@ if _os.environ.get("GFLOW_DISTRIBUTED", "0") == "1":
 
     _init_distributed()
 
+from ._analysis._along import kernel_along as kernel_along
 from ._analysis._certificates import CertificateReport as CertificateReport
 from ._analysis._certificates import Check as Check
 from ._analysis._certificates import certify as certify

@@ -120,3 +120,22 @@ def test_static_part_is_hashable_and_rebuilds():
     np.testing.assert_allclose(jax.vmap(rebuilt)(X), jax.vmap(m)(X), rtol=0)
     # a pure-array pytree has no static part
     assert gflow.flatten_problem(_loss_dict, _as_dict(m)).static is None
+
+
+def test_kernel_metrics_matches_dict(model):
+    a = gflow.kernel_metrics(model, X, Y, apply_fn=lambda m, x: jax.vmap(m)(x))["kernel"]
+    p = _as_dict(model)
+    b = gflow.kernel_metrics(p, X, Y, apply_fn=_dict_apply)["kernel"]
+    np.testing.assert_allclose(a(model), b(p), rtol=1e-11, atol=1e-14)
+    # and as a save-time metric of a flow of the Module
+    sol = gflow.simulate(
+        _loss_model,
+        model,
+        1.0,
+        ts=jnp.linspace(0.0, 1.0, 3),
+        metrics={"kernel": a},
+        rtol=1e-10,
+        atol=1e-12,
+    )
+    assert np.all(np.isfinite(sol.metrics["kernel"]))
+    np.testing.assert_allclose(sol.metrics["kernel"][0], b(p), rtol=1e-11, atol=1e-14)
