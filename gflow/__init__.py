@@ -80,10 +80,17 @@ from ._models._activations import ACTIVATIONS as ACTIVATIONS
 from ._models._base import AbstractModel as AbstractModel
 from ._models._base import mse_loss as mse_loss
 from ._models._linear import Linear as Linear
+from ._models._losses import LOSSES as LOSSES
+from ._models._losses import accuracy as accuracy
+from ._models._losses import cross_entropy as cross_entropy
+from ._models._losses import logistic as logistic
+from ._models._losses import one_hot as one_hot
 from ._models._multilayer import MultiLayer as MultiLayer
 from ._models._two_layer import TwoLayer as TwoLayer
 from ._problem import descend_mse as descend_mse
+from ._problem import loss_problem as loss_problem
 from ._problem import mse_problem as mse_problem
+from ._problem import simulate_loss as simulate_loss
 from ._problem import simulate_mse as simulate_mse
 
 __version__ = "0.1.0"

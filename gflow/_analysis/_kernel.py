@@ -171,11 +171,18 @@ def _choose(
         or isinstance(eta, int | float | np.number)
         or (isinstance(eta, jax.Array | np.ndarray) and eta.ndim == 0)
     )
-    fits = isinstance(model, STRUCTURED) and trainable is None and scalar_eta and apply_fn is None
+    fits = (
+        isinstance(model, STRUCTURED)
+        and getattr(model, "outputs", 1) == 1
+        and trainable is None
+        and scalar_eta
+        and apply_fn is None
+    )
     if method == "structured" and not fits:
         raise ValueError(
-            "method: 'structured' needs a TwoLayer, MultiLayer or Linear model with its own "
-            "trainable layers, eta None or a scalar and no apply_fn; use method='jacobian'."
+            "method: 'structured' needs a scalar-output TwoLayer, MultiLayer or Linear model "
+            "with its own trainable layers, eta None or a scalar and no apply_fn; use "
+            "method='jacobian'."
         )
     use = method == "structured" or (method == "auto" and fits)
     return use, (None if eta is None or not scalar_eta else float(eta))
