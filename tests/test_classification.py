@@ -139,3 +139,49 @@ def test_loss_problem_bad_inputs():
         np.sum((np.asarray(three(data.x_train)) - np.eye(3)[data.y_train.astype(int)]) ** 2, 1)
     )
     assert float(loss_fn(three)) == pytest.approx(want, rel=1e-13)
+
+
+def _cfg(**tables):
+    from gflow._config import validate
+
+    return validate(tables)
+
+
+def test_config_loss_and_classes_validation():
+    from gflow._config import ConfigError, build_model
+
+    digits = {"kind": "digits", "task": "classes", "classes": 4, "n": 20, "n_test": 8}
+    cfg = _cfg(data=digits, flow={"loss": "cross-entropy"}, model={"width": 8})
+    assert cfg["flow"]["loss"] == "cross-entropy"
+    assert build_model(cfg).outputs == 4
+    assert build_model(_cfg()).outputs == 1
+    bad = [
+        ({"flow": {"loss": "hinge"}}, "flow.loss: must be one of"),
+        ({"flow": {"loss": "cross-entropy"}}, "flow.loss: 'cross-entropy' needs class labels"),
+        ({"flow": {"loss": "logistic"}}, "flow.loss: 'logistic' needs"),
+        ({"data": {**digits, "classes": 11}}, "data.classes"),
+        ({"data": {**digits, "classes": 1}}, "data.classes"),
+        ({"data": {**digits, "n": 715}}, "data.n: .* digits 0..3"),
+        ({"data": digits, "model": {"kind": "linear"}}, "model.kind"),
+    ]
+    for tables, msg in bad:
+        with pytest.raises(ConfigError, match=msg):
+            _cfg(**tables)
+
+
+def test_run_config_cross_entropy(tmp_path):
+    from gflow._run import run_config, verdict
+
+    digits = {"kind": "digits", "task": "classes", "classes": 3, "n": 18, "n_test": 6}
+    cfg = _cfg(
+        data=digits,
+        model={"width": 8},
+        flow={"loss": "cross-entropy", "t1": 5.0, "n_save": 11},
+        output={"progress": False},
+    )
+    result = run_config(cfg, tmp_path)
+    assert result["completed"]
+    assert result["final"]["loss_final"] < result["final"]["loss_initial"]
+    assert 0.0 <= result["final"]["train_accuracy_final"] <= 1.0
+    text = verdict(result)
+    assert "accuracy: train" in text and "certificates: skipped" in text

@@ -144,11 +144,12 @@ def _half_mse(f: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def prediction_gap(f_true: Any, f_lin: Any) -> np.ndarray:
     """RMS distance between true and linearized predictions at each time:
-    sqrt(mean_k (f_true(x_k) - f_lin(x_k))^2), for (k, n) arrays -> (k,)."""
+    sqrt(mean_k (f_true(x_k) - f_lin(x_k))^2), for (k_t, n) (or (k_t, n, k): mean over
+    examples and outputs) arrays -> (k_t,)."""
     a, b = np.asarray(f_true, dtype=np.float64), np.asarray(f_lin, dtype=np.float64)
     if a.shape != b.shape:
         raise ValueError(f"f_lin: shape {b.shape} differs from f_true's {a.shape}.")
-    return np.sqrt(np.mean((a - b) ** 2, axis=-1))
+    return np.sqrt(np.mean(((a - b) ** 2).reshape(a.shape[0], -1), axis=-1))
 
 
 def prediction_metrics(
