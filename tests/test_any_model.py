@@ -139,3 +139,20 @@ def test_kernel_metrics_matches_dict(model):
     )
     assert np.all(np.isfinite(sol.metrics["kernel"]))
     np.testing.assert_allclose(sol.metrics["kernel"][0], b(p), rtol=1e-11, atol=1e-14)
+
+
+def test_other_engine_paths_take_a_module(tmp_path):
+    """state="tree", a checkpointed solve and the modified flow on eqx.nn.MLP."""
+    m = _mlp()
+    kw = dict(ts=jnp.linspace(0.0, 1.0, 3), rtol=1e-10, atol=1e-12)
+    ref = gflow.simulate(_loss_model, m, 1.0, **kw)
+    tree = gflow.simulate(_loss_model, m, 1.0, state="tree", **kw)
+    ckpt = gflow.simulate(
+        _loss_model, m, 1.0, checkpoint=gflow.Checkpoint(tmp_path / "c.npz"), **kw
+    )
+    np.testing.assert_allclose(tree.loss, ref.loss, rtol=1e-12)
+    # segments end at fixed times, so the steps differ: agreement to the solver tolerance
+    np.testing.assert_allclose(ckpt.loss, ref.loss, rtol=1e-9)
+    mod = gflow.simulate_modified(_loss_model, m, 1.0, 0.1, **kw)
+    assert mod.success
+    np.testing.assert_allclose(mod.metrics["train_loss"][0], ref.loss[0], rtol=1e-14)
