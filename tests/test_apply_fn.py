@@ -171,6 +171,10 @@ def test_bad_inputs():
         gflow.kernel_metrics(m, X, apply_fn=3)
     with pytest.raises(ValueError, match="y:"):
         gflow.kernel_metrics(m, X, Y2[:, 0], apply_fn=apply_vmap)
+    with pytest.raises(ValueError, match="jax.vmap"):  # a single-example Module, no apply_fn
+        gflow.tangent_kernel(m, X)
+    with pytest.raises(ValueError, match="jax.vmap"):
+        gflow.kernel_metrics(m, X)
     with pytest.raises(ValueError, match="save_params=True"):
         gflow.kernel_along(None, X)
     with pytest.raises(ValueError, match="method"):

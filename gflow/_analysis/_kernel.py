@@ -206,6 +206,26 @@ def _check_apply(apply_fn: Any, model: Any) -> None:
         raise ValueError(f"apply_fn: must be callable (params, x) -> outputs, got {apply_fn!r}.")
 
 
+def _out_shape(apply_fn: Callable | None, model: PyTree, x: jax.Array) -> tuple[int, ...]:
+    """Shape of f(model, x), checked to be (n,) or (n, k) (traced only, no compilation)."""
+    n = x.shape[0]
+    try:
+        shape = eqx.filter_eval_shape(lambda p: _call(apply_fn, p, x), model).shape
+    except Exception as exc:  # noqa: BLE001 - report the user's error in one line
+        how = "params(x)" if apply_fn is None else "apply_fn(params, x)"
+        raise ValueError(
+            f"apply_fn: {how} failed on inputs of shape {x.shape} ({type(exc).__name__}: "
+            f"{str(exc)[:200]}); it must map a batch (n, d) to (n,) or (n, k). For a "
+            "single-example equinox Module pass apply_fn=lambda m, x: jax.vmap(m)(x)."
+        ) from None
+    if shape[:1] != (n,) or len(shape) > 2:
+        raise ValueError(
+            f"apply_fn: expected outputs of shape ({n},) or ({n}, k) on x, got {shape}; "
+            "a single-example model needs apply_fn=lambda m, x: jax.vmap(m)(x)."
+        )
+    return shape
+
+
 def _check_outputs(outputs: Any) -> str:
     if outputs not in OUTPUTS:
         raise ValueError(
@@ -270,6 +290,7 @@ def tangent_kernel(
     structured, eta_s = _choose(model, eta, trainable, method, apply_fn)
     if structured:
         return _structured_jit(model, x, xb, eta_s)
+    _out_shape(apply_fn, model, x)
     spec, eta_vec = _setup(model, eta, trainable)
     return _jacobian_jit(model, spec, eta_vec, x, xb, chunk_size, apply_fn, outputs)
 
@@ -363,12 +384,7 @@ def kernel_metrics(
     _check_apply(apply_fn, model)
     spec, eta_vec = _setup(model, eta, trainable)
     structured, eta_s = _choose(model, eta, trainable, method, apply_fn)
-    f_shape = eqx.filter_eval_shape(lambda p: _call(apply_fn, p, x), model).shape
-    if f_shape[:1] != (x.shape[0],) or len(f_shape) > 2:
-        raise ValueError(
-            f"apply_fn: expected outputs of shape ({x.shape[0]},) or ({x.shape[0]}, k) on x, "
-            f"got {f_shape}."
-        )
+    f_shape = _out_shape(apply_fn, model, x)
     yv = jnp.full(f_shape, jnp.nan) if y is None else jnp.asarray(y)
     if yv.shape != f_shape:
         raise ValueError(f"y: expected shape {f_shape} like the model's outputs, got {yv.shape}.")
