@@ -28,6 +28,7 @@ if _os.environ.get("GFLOW_X64", "1") != "0":
         _os.environ["JAX_ENABLE_X64"] = "1"
 
 _API = {
+    "kernel_along": "._analysis._along",
     "CertificateReport": "._analysis._certificates",
     "Check": "._analysis._certificates",
     "certify": "._analysis._certificates",
@@ -95,6 +96,11 @@ _API = {
     "AbstractModel": "._models._base",
     "mse_loss": "._models._base",
     "Linear": "._models._linear",
+    "LOSSES": "._models._losses",
+    "accuracy": "._models._losses",
+    "cross_entropy": "._models._losses",
+    "logistic": "._models._losses",
+    "one_hot": "._models._losses",
     "MultiLayer": "._models._multilayer",
     "TwoLayer": "._models._two_layer",
     "figure_title": "._plots",
@@ -102,8 +108,10 @@ _API = {
     "plot_kernel": "._plots",
     "plot_loss": "._plots",
     "descend_mse": "._problem",
+    "loss_problem": "._problem",
     "mse_problem": "._problem",
     "mse_residual": "._problem",
+    "simulate_loss": "._problem",
     "simulate_mse": "._problem",
 }
 

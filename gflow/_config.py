@@ -1,9 +1,9 @@
 """Run configuration: a TOML file of four tables, validated field by field.
 
     seed = 0
-    [data]   kind = "synthetic" | "digits", n, d, n_test, inputs, target, ...
+    [data]   kind = "synthetic" | "digits", n, d, n_test, inputs, target, task, classes
     [model]  kind = "two-layer" | "multilayer" | "linear", width, features, depth, ...
-    [flow]   t1, solver, rtol, atol, max_steps, n_save, loss_target, eta
+    [flow]   t1, loss, solver, rtol, atol, max_steps, n_save, loss_target, eta
     [analysis] kernel, certificates, feature_learning, kernel_chunk, rel_tol
     [output] progress, save_params, checkpoint_seconds, segments
 
@@ -23,12 +23,13 @@ from typing import Any
 import jax
 
 from ._data._dataset import Dataset
-from ._data._digits import TASKS, load_digits
+from ._data._digits import TASKS, digit_images, load_digits
 from ._data._synthetic import INPUTS, TARGETS, make_synthetic
 from ._flow._simulate import SOLVERS
 from ._models._activations import ACTIVATIONS
 from ._models._base import AbstractModel
 from ._models._linear import Linear
+from ._models._losses import LOSSES
 from ._models._multilayer import MultiLayer
 from ._models._two_layer import TwoLayer
 
@@ -63,7 +64,10 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "target": Field("teacher", _STR, TARGETS, help="target function (synthetic)"),
         "teacher_width": Field(4, _INT, minimum=1, help="teacher neurons"),
         "noise": Field(0.0, _NUM, minimum=0.0, help="label noise std"),
-        "task": Field("parity", _STR, TASKS, help="digits task"),
+        "task": Field(
+            "parity", _STR, TASKS, help="digits task (+-1 targets, or 'classes': labels)"
+        ),
+        "classes": Field(10, _INT, minimum=2, help="digits task 'classes': digits 0..classes-1"),
         "seed": Field(None, _INT, optional=True, help="data seed (default: top-level seed)"),
     },
     "model": {
@@ -82,6 +86,12 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
     "flow": {
         "t1": Field(400.0, _NUM, minimum=0.0, exclusive_minimum=True, help="final time"),
+        "loss": Field(
+            "mse",
+            _STR,
+            LOSSES,
+            help="training loss: squared error, logistic (+-1 labels), softmax cross-entropy",
+        ),
         "solver": Field(
             "tsit5",
             _STR,
@@ -209,11 +219,19 @@ def validate(raw: dict[str, Any]) -> dict[str, Any]:
 def _cross_checks(cfg: dict[str, Any]) -> None:
     data, model = cfg["data"], cfg["model"]
     if data["kind"] == "digits":
-        if data["n"] + data["n_test"] > 1797:
+        classes = data["task"] == "classes"
+        if data["classes"] > 10:
             raise ConfigError(
-                f"data.n: n + n_test = {data['n'] + data['n_test']} exceeds the 1797 digit "
-                "images; lower data.n or data.n_test."
+                f"data.classes: the digits have 10 classes, got {data['classes']}; use 2..10."
             )
+        total = digit_images(data["classes"] if classes else 10)
+        if data["n"] + data["n_test"] > total:
+            what = f"images of the digits 0..{data['classes'] - 1}" if classes else "digit images"
+            raise ConfigError(
+                f"data.n: n + n_test = {data['n'] + data['n_test']} exceeds the {total} "
+                f"{what}; lower data.n or data.n_test."
+            )
+    _loss_checks(cfg)
     if model["kind"] == "two-layer" and model["scaling"] == "mf-sqrt":
         raise ConfigError(
             "model.scaling: 'mf-sqrt' applies to the multilayer model; the two-layer model "
@@ -231,6 +249,28 @@ def _cross_checks(cfg: dict[str, Any]) -> None:
         raise ConfigError(
             "analysis.certificates: the certificates need the tangent kernel; set "
             "analysis.kernel = true or analysis.certificates = false."
+        )
+
+
+def _loss_checks(cfg: dict[str, Any]) -> None:
+    """The loss, the targets and the model's number of outputs must fit together."""
+    data, model, loss = cfg["data"], cfg["model"], cfg["flow"]["loss"]
+    labels = data["kind"] == "digits" and data["task"] == "classes"
+    binary = data["kind"] == "digits" and data["task"] in ("parity", "small-large")
+    if loss == "cross-entropy" and not labels:
+        raise ConfigError(
+            "flow.loss: 'cross-entropy' needs class labels; set data.kind = \"digits\" and "
+            "data.task = \"classes\" (with data.classes), or use loss 'mse'."
+        )
+    if loss == "logistic" and not binary:
+        raise ConfigError(
+            "flow.loss: 'logistic' needs +-1 labels; set data.kind = \"digits\" with "
+            'data.task = "parity" or "small-large", or use \'cross-entropy\' for classes.'
+        )
+    if labels and model["kind"] != "two-layer":
+        raise ConfigError(
+            f'model.kind: data.task = "classes" needs one output per class, which only the '
+            f"'two-layer' model has; got {model['kind']!r}."
         )
 
 
@@ -276,7 +316,9 @@ def build_data(cfg: dict[str, Any]) -> Dataset:
     data = cfg["data"]
     seed = cfg["seed"] if data["seed"] is None else data["seed"]
     if data["kind"] == "digits":
-        return load_digits(data["n"], n_test=data["n_test"], task=data["task"], seed=seed)
+        return load_digits(
+            data["n"], n_test=data["n_test"], task=data["task"], classes=data["classes"], seed=seed
+        )
     return make_synthetic(
         data["n"],
         data["d"],
@@ -287,6 +329,12 @@ def build_data(cfg: dict[str, Any]) -> Dataset:
         noise=data["noise"],
         seed=seed,
     )
+
+
+def model_outputs(cfg: dict[str, Any]) -> int:
+    """k: one output per class for data.task = "classes", else 1."""
+    data = cfg["data"]
+    return data["classes"] if data["kind"] == "digits" and data["task"] == "classes" else 1
 
 
 def build_model(cfg: dict[str, Any], key: jax.Array | None = None) -> AbstractModel:
@@ -303,6 +351,7 @@ def build_model(cfg: dict[str, Any], key: jax.Array | None = None) -> AbstractMo
             scaling=mc["scaling"],
             train_first=mc["train_first"],
             train_second=mc["train_second"],
+            outputs=model_outputs(cfg),
             key=key,
         )
     return MultiLayer(

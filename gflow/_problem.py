@@ -1,4 +1,5 @@
-"""The mean-squared-error problem of a model on a dataset, simulated in one call."""
+"""The training problem of a model on a dataset (mean-squared error, logistic or
+cross-entropy loss), simulated in one call."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._data._dataset import Dataset
 from ._flow._simulate import gradient_descent, simulate
 from ._flow._solution import Solution
 from ._models._base import AbstractModel, mse_loss
+from ._models._losses import LOSSES, accuracy, get_loss, one_hot
 
 
 def _check(model: Any, data: Any) -> None:
@@ -108,6 +111,124 @@ def mse_residual(model: AbstractModel, data: Dataset) -> Callable:
         return params(x) - y
 
     return residual_fn
+
+
+def _targets(model: AbstractModel, data: Dataset, loss: str) -> tuple[Any, Any]:
+    """(train, test) targets in the form `loss` takes, after checking that the model's
+    outputs and the labels fit the loss."""
+    if loss not in LOSSES:
+        raise ValueError(f"loss: must be one of {list(LOSSES)}, got {loss!r}.")
+    k = int(getattr(model, "outputs", 1))
+    classes = data.classes
+    if loss == "cross-entropy":
+        if classes is None or k != classes:
+            raise ValueError(
+                f"loss: 'cross-entropy' needs class labels and one model output per class; "
+                f"the data has classes = {classes}, the model {k} outputs. Use "
+                "load_digits(task='classes', classes=k) and TwoLayer(..., outputs=k)."
+            )
+        return data.y_train, data.y_test
+    if loss == "logistic":
+        labels = np.concatenate([data.y_train, data.y_test])
+        if k != 1 or not np.all(np.abs(labels) == 1.0):
+            raise ValueError(
+                f"loss: 'logistic' needs one output and labels +-1 (the model has {k} "
+                "outputs); use a binary task (load_digits task 'parity' or 'small-large') "
+                "or 'cross-entropy' for several classes."
+            )
+        return data.y_train, data.y_test
+    if k == 1:
+        return data.y_train, data.y_test
+    if classes != k:
+        raise ValueError(
+            f"loss: 'mse' with {k} model outputs needs class labels with {k} classes (fitted "
+            f"as one-hot rows); the data has classes = {classes}."
+        )
+    return one_hot(data.y_train, k), one_hot(data.y_test, k)
+
+
+@dataclasses.dataclass(frozen=True)
+class OnSplit:
+    """(model, data arrays) -> fn(model(x_split), y_split): a loss or metric on one split
+    with the data as `args` (hashable: the compiled solve is reused for new data)."""
+
+    fn: Callable
+    split: str
+
+    def __call__(self, model: AbstractModel, data: dict[str, jax.Array]) -> jax.Array:
+        return self.fn(model(data[f"x_{self.split}"]), data[f"y_{self.split}"])
+
+
+def loss_problem(
+    model: AbstractModel, data: Dataset, loss: str = "mse"
+) -> tuple[Callable, dict[str, Callable]]:
+    """The training loss of `model` on `data` and its save-time metrics.
+
+    Arguments:
+        model: a gflow model (k outputs for cross-entropy: `TwoLayer(..., outputs=k)`).
+        data: a `Dataset`. loss: "mse", "logistic" or "cross-entropy" (`gflow.LOSSES`).
+
+    Returns:
+        (loss_fn, metrics): loss_fn(params) = L of the loss's formula (`mse`, `logistic`,
+        `cross_entropy`) on the training points; metrics has `test_loss` when there is a
+        test split and, for the classification losses, `train_accuracy` (and
+        `test_accuracy`).
+    """
+    _check(model, data)
+    y_train, y_test = _targets(model, data, loss)
+    fn = get_loss(loss)
+    x, y = jnp.asarray(data.x_train), jnp.asarray(y_train)
+    classify = loss != "mse"
+
+    def loss_fn(params):
+        return fn(params(x), y)
+
+    metrics: dict[str, Callable] = {}
+    if classify:
+        metrics["train_accuracy"] = lambda params: accuracy(params(x), y)
+    if data.n_test:
+        xt, yt = jnp.asarray(data.x_test), jnp.asarray(y_test)
+        metrics["test_loss"] = lambda params: fn(params(xt), yt)
+        if classify:
+            metrics["test_accuracy"] = lambda params: accuracy(params(xt), yt)
+    return loss_fn, metrics
+
+
+def simulate_loss(
+    model: AbstractModel,
+    data: Dataset,
+    t1: float,
+    *,
+    loss: str = "mse",
+    metrics: Mapping[str, Callable[[Any], jax.Array]] | None = None,
+    **kwargs: Any,
+) -> Solution:
+    """Simulate gradient flow on `loss` ("mse", "logistic", "cross-entropy") of `model` on
+    `data`, at the model's natural time scale and with its trainable layers, as
+    `simulate_mse` does (which is `simulate_loss(..., loss="mse")`). The metrics of
+    `loss_problem` are recorded (test loss, accuracies)."""
+    if loss == "mse":
+        return simulate_mse(model, data, t1, metrics=metrics, **kwargs)
+    _check(model, data)
+    y_train, y_test = _targets(model, data, loss)
+    fn = get_loss(loss)
+    args = {"x_train": jnp.asarray(data.x_train), "y_train": jnp.asarray(y_train)}
+    default_metrics: dict[str, Callable] = {"train_accuracy": OnSplit(accuracy, "train")}
+    if data.n_test:
+        args.update(x_test=jnp.asarray(data.x_test), y_test=jnp.asarray(y_test))
+        default_metrics.update(
+            test_loss=OnSplit(fn, "test"), test_accuracy=OnSplit(accuracy, "test")
+        )
+    kwargs.setdefault("eta", model.eta())
+    kwargs.setdefault("trainable", model.trainable())
+    return simulate(
+        OnSplit(fn, "train"),
+        model,
+        t1,
+        metrics=_metrics(default_metrics, metrics),
+        args=args,
+        **kwargs,
+    )
 
 
 def simulate_mse(

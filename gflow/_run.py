@@ -26,7 +26,7 @@ from ._flow._solution import Solution
 from ._flow._times import default_ts
 from ._io import SCHEMA_VERSION, versions, write_json, write_npz, write_text
 from ._plots import figure_title, plot_kernel, plot_loss, save_figure
-from ._problem import simulate_mse
+from ._problem import simulate_loss
 
 CHECKPOINT_FILE = "checkpoint.npz"
 _FREE_OUTPUT = ("progress", "checkpoint_seconds")  # may change between a run and its resume
@@ -107,11 +107,12 @@ def run_config(
     kwargs: dict[str, Any] = {}
     if fc["eta"] is not None:
         kwargs["eta"] = fc["eta"]
-    analysis = RunAnalysis(cfg["analysis"], model, data, eta=fc["eta"])
-    sol = simulate_mse(
+    analysis = RunAnalysis(cfg["analysis"], model, data, eta=fc["eta"], loss=fc["loss"])
+    sol = simulate_loss(
         model,
         data,
         fc["t1"],
+        loss=fc["loss"],
         metrics=analysis.metrics,
         ts=ts,
         solver=fc["solver"],
@@ -166,6 +167,9 @@ def run_config(
     }
     if "test_loss" in sol.metrics and sol.metrics["test_loss"].size:
         final["test_loss_final"] = float(sol.metrics["test_loss"][-1])
+    for name in ("train_accuracy", "test_accuracy"):
+        if name in sol.metrics and sol.metrics[name].size:
+            final[f"{name}_final"] = float(sol.metrics[name][-1])
     result = {
         "schema_version": SCHEMA_VERSION,
         "completed": sol.success,
@@ -204,6 +208,11 @@ def verdict(result: dict[str, Any]) -> str:
         lines.append(
             f"loss {f['loss_initial']:.3e} -> {f['loss_final']:.3e} at t = {f['t_final']:.4g}"
             + (f"; test loss {f['test_loss_final']:.3e}" if "test_loss_final" in f else "")
+        )
+    if "train_accuracy_final" in f:
+        lines.append(
+            f"accuracy: train {f['train_accuracy_final']:.3f}"
+            + (f", test {f['test_accuracy_final']:.3f}" if "test_accuracy_final" in f else "")
         )
     lines.append(
         f"solver {result['solver']['solver']}: {st['num_steps']} steps "

@@ -14,11 +14,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
+import jax.tree_util as jtu
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
 from .._flow._flatten import FlatProblem, flatten_problem
+from ._along import trajectory_length
 
 PyTree = Any
 
@@ -132,23 +136,48 @@ def hessian_lambda_max(
     return float(np.asarray(eigs)[-1])
 
 
+def trajectory_thetas(problem: FlatProblem, params_traj: PyTree) -> jax.Array:
+    """(k, P) flat trainable states of a parameter pytree with a leading time axis (e.g.
+    `Solution.params`), in `problem`'s layout (its trainable filter and ravel order)."""
+    trajectory_length(params_traj, "thetas")
+    template = problem.params(problem.theta0)
+    dyn = problem.theta0 if problem.tree else problem.unravel(problem.theta0)
+    try:
+        mask = jtu.tree_map(lambda d, _: d is not None, dyn, template, is_leaf=lambda v: v is None)
+        return eqx.filter_vmap(lambda p: ravel_pytree(eqx.filter(p, mask))[0])(params_traj)
+    except ValueError as exc:
+        raise ValueError(
+            "thetas: the saved parameters do not have the structure of the problem's params "
+            f"({exc}); build the problem from the same model that was simulated."
+        ) from None
+
+
 def lambda_max_along(
     problem: FlatProblem,
-    thetas: np.ndarray,
+    thetas: Any,
     *,
     preconditioned: bool = True,
     num_iters: int = 30,
 ) -> np.ndarray:
-    """lambda_max(E H) (or of H) at each row of `thetas` (k, P), e.g. the parameters a
-    `Solution` saved with `save_params=True` flattened by `problem` (`theta` rows).
+    """lambda_max(E H) (or of H) at each saved point of a trajectory.
+
+    Arguments:
+        problem: the `FlatProblem` of the flow (`flatten_problem(loss_fn, params, eta=...)`).
+        thetas: (k, P) flat states, or a parameter pytree with a leading time axis, e.g.
+            `sol.params` of `simulate(..., save_params=True)` (flattened with `problem`'s
+            trainable filter).
+        preconditioned, num_iters: as in `hessian_lambda_max` (E = diag(problem.eta)).
 
     Returns:
         (k,) array; compare with 2 / h to locate GD's edge of stability.
     """
+    if not isinstance(thetas, np.ndarray | jax.Array):
+        thetas = trajectory_thetas(problem, thetas)
     thetas = jnp.asarray(thetas)
     if thetas.ndim != 2 or thetas.shape[1] != problem.theta0.shape[0]:
         raise ValueError(
-            f"thetas: expected shape (k, {problem.theta0.shape[0]}), got {thetas.shape}."
+            f"thetas: expected shape (k, {problem.theta0.shape[0]}) or a parameter pytree "
+            f"with a leading time axis (sol.params), got {thetas.shape}."
         )
     fn = jax.jit(
         jax.vmap(

@@ -89,47 +89,80 @@ def _setup(model: PyTree, eta: Any, trainable: Any):
     return as_filter_spec(model, trainable), prob.eta
 
 
-def _flat_apply(params: PyTree, spec: PyTree):
-    """theta, batch(x) -> (theta -> f(x)) and single(theta, x_k) -> f(x_k) (scalar)."""
+def _call(apply_fn: Callable | None, params: PyTree, x: jax.Array) -> jax.Array:
+    """f(params, x): `apply_fn(params, x)`, or `params(x)` for a callable model."""
+    return params(x) if apply_fn is None else apply_fn(params, x)
+
+
+def _flat_apply(params: PyTree, spec: PyTree, apply_fn: Callable | None = None):
+    """theta, batch(x) -> (theta -> f(x)) and single(theta, x_k) -> f(x_k) (() or (k,))."""
     dyn, frozen = eqx.partition(params, spec)
     theta, unravel = ravel_pytree(dyn)
 
     def batch(x):
-        return lambda th: eqx.combine(unravel(th), frozen)(x)
+        return lambda th: _call(apply_fn, eqx.combine(unravel(th), frozen), x)
 
     def single(th, xk):
-        return eqx.combine(unravel(th), frozen)(xk[None])[0]
+        return _call(apply_fn, eqx.combine(unravel(th), frozen), xk[None])[0]
 
     return theta, batch, single
 
 
-def _example_gram(single, batch, theta, eta, xa, xb, chunk_size):
-    """K = J(xa) diag(eta) J(xb)^T with rows of J(xa) as per-example gradients."""
+OUTPUTS = ("full", "blocks")
 
-    def jac(xs):
-        return jax.vmap(lambda xk: jax.grad(single)(theta, xk))(xs)
+
+def _example_gram(single, batch, theta, eta, xa, xb, chunk_size, outputs="full"):
+    """K = J(xa) diag(eta) J(xb)^T with rows of J(xa) as per-example Jacobians.
+
+    Scalar outputs: (na, nb). k outputs: (na k, nb k) with row index i k + a (example i,
+    output a; the order of f(x).reshape(-1)) for outputs="full", or the k diagonal blocks
+    (k, na, nb), block a = J_a(xa) diag(eta) J_a(xb)^T, for outputs="blocks".
+    """
+    out_shape = jax.eval_shape(single, theta, xa[0]).shape
+    k_out = int(np.prod(out_shape, dtype=int))
+    scalar = out_shape == ()
+
+    def jac(xs):  # (c, k, P) per-example Jacobians
+        return jax.vmap(lambda xk: jax.jacrev(lambda th: single(th, xk).reshape(-1))(theta))(xs)
 
     same = xb is None
     xb = xa if same else xb
-    na, n_rows = xa.shape[0], xa.shape[0] + (0 if same else xb.shape[0])
+    na, nb = xa.shape[0], xb.shape[0]
+    n_rows = (na + (0 if same else nb)) * k_out
     if chunk_size is None and n_rows * theta.size <= _CHUNK_BUDGET:
-        ja = jac(xa) * jnp.sqrt(eta) if same else jac(xa) * eta
-        k = ja @ (ja if same else jac(xb)).T
+        ja = jac(xa)
+        jb = ja if same else jac(xb)
+        if outputs == "blocks" and not scalar:
+            k = jnp.einsum("iap,p,jap->aij", ja, eta * jnp.ones_like(theta), jb)
+        else:
+            k = jnp.einsum("iap,p,jbp->iajb", ja, eta * jnp.ones_like(theta), jb)
     else:
-        c = default_chunk(na, theta.size) if chunk_size is None else chunk_size
+        c = default_chunk(na * k_out, theta.size) // k_out if chunk_size is None else chunk_size
         c = max(1, min(c, na))
         n_chunks = -(-na // c)
         pad = jnp.concatenate([xa, jnp.repeat(xa[:1], n_chunks * c - na, axis=0)])
         _, push_b = jax.linearize(batch(xb), theta)
-        rows = jax.lax.map(
-            lambda xs: jax.vmap(lambda v: push_b(eta * v))(jac(xs)),
-            pad.reshape(n_chunks, c, *xa.shape[1:]),
-        )
-        k = rows.reshape(n_chunks * c, -1)[:na]
-    return 0.5 * (k + k.T) if same else k
+
+        def rows(xs):  # (c, k, nb, k)
+            j = jac(xs)
+            return jax.vmap(jax.vmap(lambda v: push_b(eta * v).reshape(nb, k_out)))(j)
+
+        k = jax.lax.map(rows, pad.reshape(n_chunks, c, *xa.shape[1:]))
+        k = k.reshape(n_chunks * c, k_out, nb, k_out)[:na]
+        if outputs == "blocks" and not scalar:
+            k = jnp.einsum("iaja->aij", k)
+    if scalar:
+        k = k.reshape(na, nb)
+    elif outputs == "full":
+        k = k.reshape(na * k_out, nb * k_out)
+    if not same:
+        return k
+    return 0.5 * (k + jnp.swapaxes(k, -1, -2))
 
 
-def _choose(model: Any, eta: Any, trainable: Any, method: str) -> tuple[bool, float | None]:
+def _choose(
+    model: Any, eta: Any, trainable: Any, method: str, apply_fn: Any = None
+) -> tuple[bool, float | None]:
     """(use the closed form?, its scalar eta) for method "auto" | "structured" | "jacobian"."""
     if method not in ("auto", "structured", "jacobian"):
         raise ValueError(f"method: must be 'auto', 'structured' or 'jacobian', got {method!r}.")
@@ -138,11 +171,18 @@ def _choose(model: Any, eta: Any, trainable: Any, method: str) -> tuple[bool, fl
         or isinstance(eta, int | float | np.number)
         or (isinstance(eta, jax.Array | np.ndarray) and eta.ndim == 0)
     )
-    fits = isinstance(model, STRUCTURED) and trainable is None and scalar_eta
+    fits = (
+        isinstance(model, STRUCTURED)
+        and getattr(model, "outputs", 1) == 1
+        and trainable is None
+        and scalar_eta
+        and apply_fn is None
+    )
     if method == "structured" and not fits:
         raise ValueError(
-            "method: 'structured' needs a TwoLayer, MultiLayer or Linear model with its own "
-            "trainable layers and eta None or a scalar; use method='jacobian'."
+            "method: 'structured' needs a scalar-output TwoLayer, MultiLayer or Linear model "
+            "with its own trainable layers, eta None or a scalar and no apply_fn; use "
+            "method='jacobian'."
         )
     use = method == "structured" or (method == "auto" and fits)
     return use, (None if eta is None or not scalar_eta else float(eta))
@@ -153,6 +193,46 @@ def _check_x(name: str, x: Any) -> jax.Array:
     if x.ndim != 2 or x.shape[0] < 1:
         raise ValueError(f"{name}: expected inputs of shape (n, d) with n >= 1, got {x.shape}.")
     return x
+
+
+def _check_apply(apply_fn: Any, model: Any) -> None:
+    if apply_fn is None:
+        if not callable(model):
+            raise ValueError(
+                f"apply_fn: the params ({type(model).__name__}) are not callable; pass "
+                "apply_fn(params, x) -> (n,) or (n, k) outputs (neural-tangents' convention)."
+            )
+    elif not callable(apply_fn):
+        raise ValueError(f"apply_fn: must be callable (params, x) -> outputs, got {apply_fn!r}.")
+
+
+def _out_shape(apply_fn: Callable | None, model: PyTree, x: jax.Array) -> tuple[int, ...]:
+    """Shape of f(model, x), checked to be (n,) or (n, k) (traced only, no compilation)."""
+    n = x.shape[0]
+    try:
+        shape = eqx.filter_eval_shape(lambda p: _call(apply_fn, p, x), model).shape
+    except Exception as exc:  # noqa: BLE001 - report the user's error in one line
+        how = "params(x)" if apply_fn is None else "apply_fn(params, x)"
+        raise ValueError(
+            f"apply_fn: {how} failed on inputs of shape {x.shape} ({type(exc).__name__}: "
+            f"{str(exc)[:200]}); it must map a batch (n, d) to (n,) or (n, k). For a "
+            "single-example equinox Module pass apply_fn=lambda m, x: jax.vmap(m)(x)."
+        ) from None
+    if shape[:1] != (n,) or len(shape) > 2:
+        raise ValueError(
+            f"apply_fn: expected outputs of shape ({n},) or ({n}, k) on x, got {shape}; "
+            "a single-example model needs apply_fn=lambda m, x: jax.vmap(m)(x)."
+        )
+    return shape
+
+
+def _check_outputs(outputs: Any) -> str:
+    if outputs not in OUTPUTS:
+        raise ValueError(
+            f"outputs: must be 'full' (one (n k, n k) matrix) or 'blocks' (k blocks (n, n), "
+            f"one per output), got {outputs!r}."
+        )
+    return outputs
 
 
 def _check_chunk(chunk_size: Any) -> int | None:
@@ -170,37 +250,49 @@ def tangent_kernel(
     x: Any,
     x2: Any = None,
     *,
+    apply_fn: Callable[[PyTree, jax.Array], jax.Array] | None = None,
     eta: Any = None,
     trainable: Any = None,
     chunk_size: int | None = None,
     method: str = "auto",
+    outputs: str = "full",
 ) -> jax.Array:
     """The eta-weighted tangent kernel H = J(x) diag(eta) J(x2)^T of the trainable parameters.
 
     Arguments:
-        model: a gflow model (or any callable pytree params, x (n, d) -> (n,)).
+        model: the parameters: a gflow model, any callable pytree params(x) -> outputs, or
+            any pytree with `apply_fn`.
         x: (n, d) inputs; x2: (n2, d) second inputs (default x: the Gram matrix H).
+        apply_fn: apply_fn(params, x) -> (n,) or (n, k) outputs (neural-tangents'
+            convention); default params(x).
         eta, trainable: as in `simulate`; default the model's `eta()` and `trainable()`.
         chunk_size: rows of J built at once (None: all n when n P fits in 2^25 numbers,
             else as many as fit); a given value forces the chunked jvp path.
-        method: "jacobian" (per-example gradients and jvp, any model), "structured"
+        method: "jacobian" (per-example Jacobians and jvp, any model), "structured"
             (`structured_kernel`'s closed form) or "auto" (structured when it applies:
-            gflow models with their own trainable layers and eta None or a scalar).
+            gflow models with their own trainable layers, eta None or a scalar, no apply_fn).
+        outputs: for k > 1 outputs, "full" (one (n k, n2 k) matrix, index i k + a for
+            example i and output a, the order of f(x).reshape(-1)) or "blocks" ((k, n, n2):
+            block a = J_a(x) diag(eta) J_a(x2)^T, the per-output kernels).
 
-    The jacobian path takes per-example gradients, so the model must act on each input
+    The jacobian path takes per-example Jacobians, so the model must act on each input
     row independently (true of gflow's models); for other maps use `jacobian_gram`.
 
     Returns:
-        (n, n2) array, H[k, l] = sum_p eta_p (d f(x_k)/d theta_p) (d f(x2_l)/d theta_p).
+        (n, n2) array for scalar outputs, H[k, l] = sum_p eta_p (d f(x_k)/d theta_p)
+        (d f(x2_l)/d theta_p); (n k, n2 k) or (k, n, n2) for k outputs (see `outputs`).
     """
     x = _check_x("x", x)
     chunk_size = _check_chunk(chunk_size)
+    outputs = _check_outputs(outputs)
+    _check_apply(apply_fn, model)
     xb = None if x2 is None else _check_x("x2", x2)
-    structured, eta_s = _choose(model, eta, trainable, method)
+    structured, eta_s = _choose(model, eta, trainable, method, apply_fn)
     if structured:
         return _structured_jit(model, x, xb, eta_s)
+    _out_shape(apply_fn, model, x)
     spec, eta_vec = _setup(model, eta, trainable)
-    return _jacobian_jit(model, spec, eta_vec, x, xb, chunk_size)
+    return _jacobian_jit(model, spec, eta_vec, x, xb, chunk_size, apply_fn, outputs)
 
 
 @eqx.filter_jit
@@ -209,11 +301,11 @@ def _structured_jit(model, x, xb, eta):
 
 
 @eqx.filter_jit
-def _jacobian_jit(model, spec, eta_vec, x, xb, chunk_size):
-    """Compiled once per model structure, shapes and chunk size (bools, None and ints are
-    static under filter_jit)."""
-    theta, batch, single = _flat_apply(model, spec)
-    return _example_gram(single, batch, theta, eta_vec, x, xb, chunk_size)
+def _jacobian_jit(model, spec, eta_vec, x, xb, chunk_size, apply_fn, outputs):
+    """Compiled once per model structure, shapes, chunk size, apply_fn and outputs (bools,
+    None, ints, strings and functions are static under filter_jit)."""
+    theta, batch, single = _flat_apply(model, spec, apply_fn)
+    return _example_gram(single, batch, theta, eta_vec, x, xb, chunk_size, outputs)
 
 
 def kernel_alignment(h: jax.Array, y: jax.Array) -> jax.Array:
@@ -261,6 +353,7 @@ def kernel_metrics(
     x: Any,
     y: Any = None,
     *,
+    apply_fn: Callable[[PyTree, jax.Array], jax.Array] | None = None,
     eta: Any = None,
     trainable: Any = None,
     chunk_size: int | None = None,
@@ -270,7 +363,9 @@ def kernel_metrics(
 
     Arguments:
         model: the initial parameters (H(0) for the kernel change is computed from them).
-        x: (n, d) training inputs; y: (n,) targets (for the Rayleigh rate and alignment).
+        x: (n, d) training inputs; y: (n,) targets, or (n, k) for k outputs (for the
+            Rayleigh rate and alignment).
+        apply_fn: apply_fn(params, x) -> (n,) or (n, k) (default params(x)).
         eta, trainable, chunk_size: as in `tangent_kernel`; pass the ones the flow uses.
         method: "jacobian" (J diag(eta) J^T by vjp/jvp, any model), "structured" (the
             closed form of `structured_kernel`, O(n^2 (m + d)) per save time, for
@@ -278,32 +373,36 @@ def kernel_metrics(
             or a scalar), or "auto" (structured when it applies).
 
     Returns:
-        {"kernel": fn}, fn(params) -> (n + 4,) = [eigenvalues of H ascending (n),
-        r^T H r / r^T r, ||H - H0||_F / ||H0||_F, y^T H y / (||H||_F |y|^2), ||H||_F];
-        unpack the recorded (k, n + 4) array with `KernelTrace.from_metric`.
+        {"kernel": fn}, fn(params) -> (N + 4,) with N = n (scalar outputs) or n k (the
+        full multi-output kernel, `outputs="full"`) = [eigenvalues of H ascending (N),
+        r^T H r / r^T r, ||H - H0||_F / ||H0||_F, y^T H y / (||H||_F |y|^2), ||H||_F]
+        with r = vec(f - y), y = vec(y); unpack the recorded (k, N + 4) array with
+        `KernelTrace.from_metric`.
     """
     x = _check_x("x", x)
     chunk_size = _check_chunk(chunk_size)
+    _check_apply(apply_fn, model)
     spec, eta_vec = _setup(model, eta, trainable)
-    yv = jnp.full((x.shape[0],), jnp.nan) if y is None else jnp.asarray(y)
-    if yv.shape != (x.shape[0],):
-        raise ValueError(f"y: expected shape ({x.shape[0]},) like x's rows, got {yv.shape}.")
-
-    structured, eta_s = _choose(model, eta, trainable, method)
+    structured, eta_s = _choose(model, eta, trainable, method, apply_fn)
+    f_shape = _out_shape(apply_fn, model, x)
+    yv = jnp.full(f_shape, jnp.nan) if y is None else jnp.asarray(y)
+    if yv.shape != f_shape:
+        raise ValueError(f"y: expected shape {f_shape} like the model's outputs, got {yv.shape}.")
+    yv = yv.reshape(-1)
 
     def gram(params):
         if structured:
             return structured_kernel(params, x, eta=eta_s), params(x)
-        theta, batch, single = _flat_apply(params, spec)
+        theta, batch, single = _flat_apply(params, spec, apply_fn)
         h = _example_gram(single, batch, theta, eta_vec, x, None, chunk_size)
         return h, batch(x)(theta)
 
-    h0 = jax.jit(lambda p: gram(p)[0])(model)
+    h0 = eqx.filter_jit(lambda p: gram(p)[0])(model)
     h0_norm = jnp.linalg.norm(h0)
 
     def kernel(params):
         h, f = gram(params)
-        r = f - yv
+        r = f.reshape(-1) - yv
         ev = jnp.linalg.eigvalsh(h)
         stats = jnp.stack(
             [

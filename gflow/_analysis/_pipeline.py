@@ -1,9 +1,13 @@
 """The analyses `gflow run` records, configured by the `[analysis]` table.
 
-`RunAnalysis(acfg, model, data, eta=)` builds the save-time metrics to pass to the flow
+`RunAnalysis(acfg, model, data, eta=, loss=)` builds the save-time metrics to pass to the flow
 (tangent kernel spectrum, Schur bound, layer movement, predictions); `finish(sol, fit)`
 turns the recorded metrics into the certificate report, the feature-learning summary,
 the arrays for trajectory.npz and the verdict lines.
+
+The bound certificates and the linearized flow are statements about the squared-error
+loss; with the logistic or cross-entropy loss they are skipped and the verdict says so
+(the kernel spectrum and the layer movement are still recorded).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import numpy as np
 
 from .._data._dataset import Dataset
 from .._flow._solution import Solution
+from .._models._losses import one_hot
 from ._certificates import CertificateReport, certify
 from ._features import movement_metrics, neuron_movement, relative_movement
 from ._kernel import KernelTrace, kernel_metrics
@@ -44,22 +49,30 @@ class RunAnalysis:
         acfg: the validated `[analysis]` table (kernel, certificates, feature_learning,
             kernel_chunk, rel_tol).
         model: initial model. data: the dataset. eta: the flow's scalar eta override or
-            None (the model's own eta).
+            None (the model's own eta). loss: the training loss ("mse", "logistic",
+            "cross-entropy"); certificates and the linearized flow need "mse".
     """
 
-    def __init__(self, acfg: dict[str, Any], model: Any, data: Dataset, *, eta: Any = None):
-        self.acfg, self.model, self.data, self.eta = acfg, model, data, eta
+    def __init__(
+        self, acfg: dict[str, Any], model: Any, data: Dataset, *, eta: Any = None, loss="mse"
+    ):
+        self.acfg, self.model, self.data, self.eta, self.loss = acfg, model, data, eta, loss
         x, y = data.x_train, data.y_train
+        k = int(getattr(model, "outputs", 1))
+        self.y_train = y if k == 1 else np.asarray(one_hot(y, k))
+        self.y_test = data.y_test if k == 1 else np.asarray(one_hot(data.y_test, k))
         self.metrics: dict[str, Any] = {}
         self.schur_skip = schur_applies(model)
         if acfg["kernel"]:
             self.metrics.update(
-                kernel_metrics(model, x, y, eta=eta, chunk_size=acfg["kernel_chunk"])
+                kernel_metrics(model, x, self.y_train, eta=eta, chunk_size=acfg["kernel_chunk"])
             )
             if self.schur_skip is None:
                 self.metrics.update(schur_metrics(model, x, eta_w=eta))
         if acfg["feature_learning"]:
             self.metrics.update(movement_metrics(model))
+            if loss != "mse":
+                return
             self.metrics.update(prediction_metrics(x, "pred_train"))
             if data.n_test:
                 self.metrics.update(prediction_metrics(data.x_test, "pred_test"))
@@ -95,6 +108,12 @@ class RunAnalysis:
             res.schur = np.asarray(sol.metrics["schur"])
             res.arrays["schur"] = res.schur
         if not self.acfg["certificates"]:
+            return
+        if self.loss != "mse":
+            res.verdict.append(
+                f"certificates: skipped (the bounds are for the squared-error loss, the run "
+                f"uses {self.loss!r})"
+            )
             return
         ok = np.isfinite(sol.loss) & (sol.loss > 0)
         k = int(np.argmin(ok)) if not ok.all() else ok.size  # leading run of usable losses
@@ -135,13 +154,25 @@ class RunAnalysis:
                 "max": float(np.max(nm)),
                 "min": float(np.min(nm)),
             }
+        if self.loss != "mse":
+            res.summary["feature_learning"] = {
+                "movement_final": move,
+                "neuron_movement_final": neurons,
+            }
+            res.verdict.append(
+                "feature learning: "
+                + ", ".join(f"{k} moved {v:.3g}" for k, v in move.items())
+                + (f"; kernel change {res.kernel.change[-1]:.3g}" if res.kernel else "")
+                + "; linearized flow skipped (closed form for the squared-error loss only)"
+            )
+            return
         lin = linearized_flow(
             model,
             data.x_train,
-            data.y_train,
+            self.y_train,
             sol.ts,
             x_test=data.x_test if data.n_test else None,
-            y_test=data.y_test if data.n_test else None,
+            y_test=self.y_test if data.n_test else None,
             eta=self.eta,
             chunk_size=self.acfg["kernel_chunk"],
         )

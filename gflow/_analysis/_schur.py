@@ -28,6 +28,8 @@ from ._structured import layer_parts
 
 def schur_applies(model: Any) -> str | None:
     """None when the Schur bound applies to `model`, else the reason it does not."""
+    if getattr(model, "outputs", 1) != 1:
+        return f"the bound is for scalar outputs, the model has {model.outputs}"
     if isinstance(model, TwoLayer):
         return None if model.train_first else "the first layer W is frozen (train_first=False)"
     if isinstance(model, MultiLayer):

@@ -75,6 +75,11 @@ def structured_kernel(model: Any, x: Any, x2: Any = None, *, eta: float | None =
         raise ValueError(
             f"model: no closed-form kernel for {type(model).__name__}; use tangent_kernel."
         )
+    if getattr(model, "outputs", 1) != 1:
+        raise ValueError(
+            f"model: the closed form is for scalar outputs, this model has {model.outputs}; "
+            "use tangent_kernel(..., method='jacobian')."
+        )
     x = jnp.asarray(x)
     xb = x if x2 is None else jnp.asarray(x2)
     le = model.layer_eta()

@@ -13,7 +13,8 @@ class Dataset:
     """A regression dataset with a train and a (possibly empty) test split.
 
     Fields:
-        x_train: (n, d) inputs; y_train: (n,) targets.
+        x_train: (n, d) inputs; y_train: (n,) targets (real values, +-1 labels, or class
+            labels 0..k-1 stored as floats when `info["classes"] = k`).
         x_test: (n_test, d) inputs; y_test: (n_test,) targets (n_test may be 0).
         name: a short description; info: how it was made (kind, seed, options).
     """
@@ -47,6 +48,12 @@ class Dataset:
     @property
     def n_test(self) -> int:
         return int(self.x_test.shape[0])
+
+    @property
+    def classes(self) -> int | None:
+        """Number of classes k when the targets are class labels 0..k-1, else None."""
+        k = self.info.get("classes")
+        return None if k is None else int(k)
 
 
 def check_xy(x: Any, y: Any, xname: str = "x", yname: str = "y") -> None:

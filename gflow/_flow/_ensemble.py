@@ -27,7 +27,7 @@ from jax.flatten_util import ravel_pytree
 
 from ._cache import compiled_call
 from ._engine import make_spec, place_ensemble, solve_ensemble
-from ._flatten import NO_ARGS, FlatProblem, as_filter_spec, flatten_problem
+from ._flatten import NO_ARGS, FlatProblem, as_filter_spec, flatten_problem, split_frozen
 from ._sharding import ensemble_mesh, gather, padded_size
 from ._simulate import flow_settings, prepare_flow, solution_from_raw
 from ._solution import Solution
@@ -162,10 +162,12 @@ def batch_problem(
             "re-initialize them."
         )
     eta_b = jnp.broadcast_to(ref.eta, theta0.shape)
+    frozen, static = split_frozen(frozen)
     problem = FlatProblem(
         theta0=theta0,
         eta=eta_b,
         frozen=frozen,
+        static=static,
         unravel=ref.unravel,
         loss_fn=ref.loss_fn,
         args=ref.args,

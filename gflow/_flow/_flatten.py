@@ -91,6 +91,44 @@ def ravel(tree: PyTree) -> tuple[jax.Array, Unravel]:
     return ravel_pytree(tree)[0], Unravel.of(tree)
 
 
+class StaticPart:
+    """The non-array leaves of a pytree (functions, Python scalars, strings) and its
+    structure, held as one hashable value so that a `FlatProblem` carrying it is a valid
+    jit argument (it becomes part of the tree structure, as in `eqx.filter_jit`).
+
+    Equal (and equally hashed) when the structure and the leaves are equal; leaves that
+    cannot be hashed compare by identity.
+    """
+
+    __slots__ = ("treedef", "leaves", "_key")
+
+    def __init__(self, tree: PyTree):
+        leaves, self.treedef = jtu.tree_flatten(tree)
+        self.leaves = tuple(leaves)
+        try:
+            hash(self.leaves)
+            self._key = (self.treedef, self.leaves)
+        except TypeError:
+            self._key = (self.treedef, tuple(id(leaf) for leaf in self.leaves))
+
+    def tree(self) -> PyTree:
+        return jtu.tree_unflatten(self.treedef, self.leaves)
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StaticPart) and self._key == other._key
+
+
+def split_frozen(frozen: PyTree) -> tuple[PyTree, StaticPart | None]:
+    """(array leaves, `StaticPart` of the rest or None when every leaf is an array)."""
+    arrays, rest = eqx.partition(frozen, eqx.is_array)
+    if not jtu.tree_leaves(rest):
+        return arrays, None
+    return arrays, StaticPart(rest)
+
+
 class FlatProblem(eqx.Module):
     """A loss on a parameter pytree, re-expressed on the flat trainable vector theta.
 
@@ -99,8 +137,9 @@ class FlatProblem(eqx.Module):
             `tree=True` the trainable pytree itself (frozen leaves None).
         eta: (P,) time scale per entry of theta; with `tree=True` one 0-d array per
             trainable leaf.
-        frozen: the non-trainable part of the parameters (closed over); its non-array
-            leaves (an activation function, say) are static.
+        frozen: the non-trainable array leaves of the parameters (closed over).
+        static: the non-array leaves (an equinox Module's functions, Python scalars) as a
+            hashable `StaticPart`, or None; never traced.
         unravel: state -> trainable part of the parameter pytree (identity for a tree).
         loss_fn: the user's loss on the full parameter pytree: `loss_fn(params)`, or
             `loss_fn(params, args)` when `with_args`.
@@ -125,10 +164,13 @@ class FlatProblem(eqx.Module):
     args: Any = None
     with_args: bool = eqx.field(static=True, default=False)
     residual_fn: Callable | None = eqx.field(static=True, default=None)
+    static: StaticPart | None = eqx.field(static=True, default=None)
 
     def params(self, theta: Any) -> PyTree:
         """The full parameter pytree for state `theta`."""
-        return eqx.combine(self.unravel(theta), self.frozen)
+        if self.static is None:
+            return eqx.combine(self.unravel(theta), self.frozen)
+        return eqx.combine(self.unravel(theta), self.frozen, self.static.tree())
 
     def call(self, fn: Callable, params: PyTree) -> Any:
         """`fn(params, args)` when the problem has data args, else `fn(params)`: how the
@@ -253,7 +295,7 @@ def flatten_problem(
         loss_fn: params -> scalar loss, or (params, args) -> scalar loss when `args` is
             given.
         params: any pytree of arrays (equinox Modules included, also ones holding
-            functions or other non-array fields: those are static).
+            functions or other non-array fields: those are kept static, never traced).
         eta: positive scalar, or a pytree like `params` with one scalar per leaf.
         trainable: None (all inexact arrays), a callable leaf filter, or a pytree of bools.
         state: "flat" (theta is one raveled vector) or "tree" (the trainable pytree is
@@ -310,10 +352,12 @@ def flatten_problem(
         eta_state = _eta_vector(eta, spec, params, theta0.dtype)
         from_flat = _identity
     with_args = args is not NO_ARGS
+    frozen, static = split_frozen(frozen)
     problem = FlatProblem(
         theta0=theta0,
         eta=eta_state,
         frozen=frozen,
+        static=static,
         unravel=unravel,
         loss_fn=loss_fn,
         from_flat=from_flat,

@@ -370,8 +370,10 @@ def solution_from_raw(
 
     params_traj = None
     if save_params:
-        params_traj = jax.vmap(problem.to_params)(jnp.asarray(saved["theta"]))
-        params_traj = jax.tree_util.tree_map(np.asarray, params_traj)
+        params_traj = eqx.filter_vmap(problem.to_params)(jnp.asarray(saved["theta"]))
+        params_traj = jax.tree_util.tree_map(
+            lambda v: np.asarray(v) if eqx.is_array(v) else v, params_traj
+        )
     final = jax.tree_util.tree_map(
         lambda a: np.asarray(a) if isinstance(a, jax.Array) else a,
         problem.params(state_final),

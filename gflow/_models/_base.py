@@ -16,11 +16,12 @@ SCALINGS_MULTILAYER = ("mf", "mf-sqrt", "ntk")
 
 
 class AbstractModel(eqx.Module):
-    """A scalar-output network f: R^d -> R, applied to a batch x of shape (n, d)."""
+    """A network f: R^d -> R (or R^k, `TwoLayer(outputs=k)`), applied to a batch x of
+    shape (n, d)."""
 
     @abc.abstractmethod
     def __call__(self, x: jax.Array) -> jax.Array:
-        """(n, d) -> (n,)."""
+        """(n, d) -> (n,) (or (n, k) for k outputs)."""
 
     @abc.abstractmethod
     def layer_eta(self) -> dict[str, float]:

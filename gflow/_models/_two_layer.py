@@ -22,6 +22,8 @@ class TwoLayer(AbstractModel):
     """f(x) = m^-a sum_{i=1..m} c_i s(w_i . x),  a = 1 ("mf") or 1/2 ("ntk").
 
     Shapes: W (m, d) first layer, c (m,) output layer; input x (n, d) -> output (n,).
+    With `outputs=k > 1` (e.g. k classes for cross-entropy) c is (m, k) and the output
+    (n, k): f_a(x) = m^-a sum_i c_ia s(w_i . x).
     Init: W_ij ~ N(0, 1), c_i ~ N(0, 1) (use inputs with |x| ~ 1).
 
     Time convention (PAPER.md): d theta/dt = -eta grad L with eta = m under "mf" (each
@@ -37,6 +39,7 @@ class TwoLayer(AbstractModel):
     activation: str | Callable = eqx.field(static=True)
     train_first: bool = eqx.field(static=True)
     train_second: bool = eqx.field(static=True)
+    outputs: int = eqx.field(static=True, default=1)
 
     def __init__(
         self,
@@ -47,6 +50,7 @@ class TwoLayer(AbstractModel):
         scaling: str = "mf",
         train_first: bool = True,
         train_second: bool = True,
+        outputs: int = 1,
         key: jax.Array,
     ):
         self.d = check_size("d", d)
@@ -61,10 +65,11 @@ class TwoLayer(AbstractModel):
             )
         self.train_first = bool(train_first)
         self.train_second = bool(train_second)
+        self.outputs = check_size("outputs", outputs)
         kw, kc = jax.random.split(key)
         dtype = default_float()
         self.W = jax.random.normal(kw, (m, d), dtype)
-        self.c = jax.random.normal(kc, (m,), dtype)
+        self.c = jax.random.normal(kc, (m,) if outputs == 1 else (m, outputs), dtype)
 
     @property
     def exponent(self) -> float:
