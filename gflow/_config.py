@@ -25,7 +25,7 @@ import jax
 from ._data._dataset import Dataset
 from ._data._digits import TASKS, digit_images, load_digits
 from ._data._synthetic import INPUTS, TARGETS, make_synthetic
-from ._flow._simulate import SOLVERS
+from ._flow._solvers import SOLVERS
 from ._models._activations import ACTIVATIONS
 from ._models._base import AbstractModel
 from ._models._linear import Linear

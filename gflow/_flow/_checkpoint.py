@@ -32,6 +32,7 @@ from . import _implicit
 from ._cache import dynamic
 from ._engine import make_spec
 from ._flatten import FlatProblem
+from ._results import solution_from_raw
 from ._segments import (
     STAT_KEYS,
     carry_from_leaves,
@@ -41,6 +42,7 @@ from ._segments import (
     to_host,
 )
 from ._solution import Solution
+from ._solvers import evals_per_step
 
 PyTree = Any
 FORMAT = "gflow-checkpoint"
@@ -257,7 +259,6 @@ def integrate_checkpointed(
     at most one segment's steps). The checkpoint file is left in place; delete it once
     the results are safe.
     """
-    from ._simulate import evals_per_step, solution_from_raw  # the shared decoder
 
     if isinstance(stepsize_controller, diffrax.StepTo):
         raise ValueError(

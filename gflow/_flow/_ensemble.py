@@ -28,8 +28,9 @@ from jax.flatten_util import ravel_pytree
 from ._cache import compiled_call
 from ._engine import make_spec, place_ensemble, solve_ensemble
 from ._flatten import NO_ARGS, FlatProblem, as_filter_spec, flatten_problem, split_frozen
+from ._results import solution_from_raw
+from ._settings import flow_settings, prepare_flow
 from ._sharding import ensemble_mesh, gather, padded_size
-from ._simulate import flow_settings, prepare_flow, solution_from_raw
 from ._solution import Solution
 
 PyTree = Any

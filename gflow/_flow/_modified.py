@@ -29,7 +29,8 @@ import jax.tree_util as jtu
 from jax.flatten_util import ravel_pytree
 
 from ._flatten import NO_ARGS, as_filter_spec, flatten_problem
-from ._simulate import _check_positive, simulate
+from ._settings import check_positive
+from ._simulate import simulate
 from ._solution import Solution
 
 PyTree = Any
@@ -56,7 +57,7 @@ def modified_loss(
         params -> L~(params), whose gradient flow with time scale eta is GD's modified
         equation to first order in h.
     """
-    _check_positive("h", h)
+    check_positive("h", h)
     h = float(h)
     spec = as_filter_spec(params, trainable)
     eta_vec = flatten_problem(loss_fn, params, eta=eta, trainable=spec).eta
@@ -126,7 +127,7 @@ def simulate_modified(
         `metrics["train_loss"]` is L at the save times. Each step costs Hessian-vector
         products (forward-over-reverse), about 2-3 gradient evaluations per field call.
     """
-    _check_positive("h", h)
+    check_positive("h", h)
     with_args = args is not NO_ARGS
     spec = as_filter_spec(params, trainable)
     eta_vec = flatten_problem(
