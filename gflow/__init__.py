@@ -23,6 +23,8 @@ if _os.environ.get("GFLOW_DISTRIBUTED", "0") == "1":
 from ._analysis._certificates import CertificateReport as CertificateReport
 from ._analysis._certificates import Check as Check
 from ._analysis._certificates import certify as certify
+from ._analysis._decay import DecayFit as DecayFit
+from ._analysis._decay import fit_decay as fit_decay
 from ._analysis._features import kernel_change as kernel_change
 from ._analysis._features import movement_metrics as movement_metrics
 from ._analysis._features import neuron_movement as neuron_movement

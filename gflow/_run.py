@@ -18,6 +18,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from ._analysis._decay import DecayFit, decay_line, fit_decay
 from ._analysis._pipeline import RunAnalysis
 from ._analysis._rate import RateFit, fit_rate
 from ._config import build_data, build_model, dumps_toml
@@ -43,9 +44,45 @@ def try_fit_rate(sol: Solution) -> RateFit | None:
         return None
 
 
-def rate_dict(fit: RateFit | None) -> dict[str, Any] | None:
+def try_fit_decay(sol: Solution) -> DecayFit | None:
+    """Which decay law the solution's loss follows (`fit_decay`), or None when there is too
+    little to fit."""
+    ok = np.isfinite(sol.loss) & (sol.loss > 0)
+    try:
+        return fit_decay(sol.ts[ok], sol.loss[ok])
+    except ValueError:
+        return None
+
+
+def decay_dict(dec: DecayFit | None) -> dict[str, Any] | None:
+    if dec is None:
+        return None
+    return {
+        "law": dec.law,
+        "rate": dec.rate,
+        "rate_ci95": list(dec.rate_ci),
+        "exponent": dec.exponent,
+        "exponent_ci95": list(dec.exponent_ci),
+        "rms_exponential": dec.rms_exponential,
+        "rms_power": dec.rms_power,
+        "noise": dec.noise,
+        "tol": dec.tol,
+        "window": list(dec.window),
+        "n_points": dec.n_points,
+    }
+
+
+def rate_dict(fit: RateFit | None, ts: np.ndarray | None = None) -> dict[str, Any] | None:
+    """result.json's "rate_fit": the numbers of `fit` (the very object the verdict prints
+    and loss.png draws); `coverage` is the window's fraction of the time before the floor
+    (of the run when there is none), computed from the save times `ts`."""
     if fit is None:
         return None
+    cov = None
+    if ts is not None and ts.size > 1:
+        t_ref = ts[-1] if fit.floor_time is None else fit.floor_time
+        if t_ref > ts[0]:
+            cov = float(min((fit.window[1] - fit.window[0]) / (t_ref - ts[0]), 1.0))
     return {
         "rate": fit.rate,
         "stderr": fit.stderr,
@@ -56,6 +93,8 @@ def rate_dict(fit: RateFit | None) -> dict[str, Any] | None:
         "n_points": fit.n_points,
         "floor_time": fit.floor_time,
         "bias_bound": fit.bias_bound,
+        "half_width": 0.5 * (fit.ci[1] - fit.ci[0]),
+        "coverage": cov,
     }
 
 
@@ -126,6 +165,7 @@ def run_config(
         **kwargs,
     )
     fit = try_fit_rate(sol)
+    decay = try_fit_decay(sol)
     ana = analysis.finish(sol, fit)
     arrays: dict[str, np.ndarray] = {
         "schema_version": np.asarray(SCHEMA_VERSION),
@@ -186,7 +226,8 @@ def run_config(
         "solver": sol.settings,
         "stats": sol.stats,
         "final": final,
-        "rate_fit": rate_dict(fit),
+        "rate_fit": rate_dict(fit, sol.ts),
+        "decay_law": decay_dict(decay),
         "analysis": {**ana.summary, "verdict": ana.verdict},
         "wall_seconds": time.perf_counter() - wall0,
         "versions": versions(),
@@ -223,9 +264,15 @@ def verdict(result: dict[str, Any]) -> str:
         floor = (
             "" if rf["floor_time"] is None else f"; numerical floor from t = {rf['floor_time']:.4g}"
         )
+        cov = rf.get("coverage")
+        span = "" if cov is None else f", {100 * cov:.0f}% of the span"
         lines.append(
             f"linear rate {rf['rate']:.4g} +- {half:.2g} over t in "
-            f"[{rf['window'][0]:.4g}, {rf['window'][1]:.4g}] (R^2 = {rf['r2']:.5f}){floor}"
+            f"[{rf['window'][0]:.4g}, {rf['window'][1]:.4g}] ({rf['n_points']} save times"
+            f"{span}; R^2 = {rf['r2']:.5f}){floor}"
         )
+    dl = result.get("decay_law")
+    if dl is not None:
+        lines.append(decay_line(dl))
     lines += result.get("analysis", {}).get("verdict", [])
     return "\n".join(lines)
