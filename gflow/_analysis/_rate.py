@@ -109,7 +109,7 @@ def find_floor(
     loss: np.ndarray,
     *,
     flat_tol: float = 0.01,
-    significance: float = 10.0,
+    significance: float = 3.0,
     rate_drop: float = 3.0,
     min_points: int = 5,
 ) -> int | None:
@@ -137,7 +137,8 @@ def find_floor(
        its decay is buried in its noise, r_S h <= sigma (h = D / (|S| - 1), the mean save
        interval) while r_P >= `rate_drop` r_S (the rate fell at least 3-fold);
     4. the decay before was visible: r_P D >= `significance` thr(|A|, |B|): at the
-       earlier rate the tail would have lost 10 x what the flatness test allows.
+       earlier rate the tail would have lost 3 x what the flatness test allows (itself
+       4 standard errors), so the change of regime is not noise.
 
     The first such k is returned. A decay that slows down (power law 1/t, a slower second
     phase, a plateau that resumes) is not a floor: its level keeps falling by more than 1%
