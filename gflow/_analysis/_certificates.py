@@ -29,10 +29,12 @@ log L carry an estimated truncation error |central - one-sided|; eigenvalues car
 100 n eps lambda_max.
 
 Coverage. Every check records how much of the trajectory it covers: the save times it
-checked and the fraction of the reference span [t_0, t_ref] (t_ref = the floor time, or
-the last save time when there is no floor) between t_0 and its last checked time (for the
-fitted-rate check: the length of the fit window). A check that would pass but checked
-fewer than `min_points` (10) save times or covers less than `min_coverage` (50%) of the
+checked and the fraction of the reference span [t_0, t_ref] between t_0 and its last
+checked time (for the fitted-rate check: the length of the fit window). t_ref is the floor
+time when the floor is confirmed (its level L_f is known and L(0) >= floor_margin L_f: the
+loss fell a million-fold before it), else the last save time: a floor time alone cannot
+shrink what a check must cover. A check that would pass but checked fewer than
+`min_points` (5, as `fit_rate`) save times or covers less than `min_coverage` (50%) of the
 reference span (`min_fit_coverage`, 10%, for the fitted-rate window) is "inconclusive",
 never "pass": a bound that held on 3 early points says nothing about the run.
 """
@@ -101,7 +103,7 @@ class CertificateReport:
         envelope_loose: (k,) loose envelope (lower quadrature sum).
         mean_bound: (2/n) time-averaged lambda_min over the fit window, (lo, hi) sums.
         reference_span: (t_0, t_ref) the coverage of each check is measured against
-            (t_ref: the floor time, or the last save time).
+            (t_ref: the confirmed floor's time, or the last save time).
     """
 
     checks: tuple[Check, ...]
@@ -309,7 +311,7 @@ def certify(
     floor_margin: float = 1e6,
     rel_tol: float = 1e-5,
     quadrature: str = "trapezoid",
-    min_points: int = 10,
+    min_points: int = 5,
     min_coverage: float = 0.5,
     min_fit_coverage: float = 0.1,
 ) -> CertificateReport:
@@ -385,7 +387,15 @@ def certify(
     if fit is not None:
         chk, mean_bound = _fitted_rate_check(t, loss_arr, fit, i_lo, i_hi, n, log_tol)
         checks.append(chk)
-    t_ref = float(t[-1]) if floor_time is None else float(min(max(floor_time, t[0]), t[-1]))
+    # the span a check must cover ends at the floor only when the floor is confirmed: its
+    # level is known and the loss fell at least floor_margin-fold before it. A floor
+    # time alone (or a 'floor' at a high level) cannot shrink the span.
+    confirmed = (
+        floor_time is not None
+        and floor_level is not None
+        and loss_arr[0] >= floor_margin * floor_level
+    )
+    t_ref = float(min(max(floor_time, t[0]), t[-1])) if confirmed else float(t[-1])
     ref = max(t_ref - float(t[0]), np.finfo(float).tiny)
     checks = [
         _with_coverage(c, t, use, fit, ref, min_points, min_coverage, min_fit_coverage)

@@ -53,7 +53,8 @@ def decay_line(d: dict) -> str:
         "exponential": f"exponential, L ~ exp(-{d['rate']:.4g} t)",
         "power": f"power law, L ~ t^-{d['exponent']:.4g}",
         "ambiguous": "exponential and power law both fit (too little decay to tell)",
-        "neither": "neither exponential nor power law",
+        "neither": "neither exponential nor power law (closer to "
+        + ("exponential)" if d["rms_exponential"] <= d["rms_power"] else "power law)"),
     }[d["law"]]
     return (
         f"decay law: {what} over t in [{d['window'][0]:.4g}, {d['window'][1]:.4g}] "
