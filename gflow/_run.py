@@ -134,6 +134,8 @@ def run_config(
     content. The run is checkpointed to out/checkpoint.npz (see docs/reliability.md);
     `resume` continues from it. Partial results are written when the run fails or is
     interrupted; the checkpoint is deleted once the results of a finished run are saved."""
+    if resume:  # before creating the folder: a failed resume must not leave an empty one
+        checkpoint_for(cfg, Path(out), resume).check_resumable()
     out = prepare_out(out)
     if not resume:
         write_text(out / "config.toml", dumps_toml(cfg))

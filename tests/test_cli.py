@@ -1,6 +1,7 @@
 """The command line: default run, files written, help, and one-line errors."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -87,3 +88,68 @@ def test_config_docs_are_current():
 
     doc = Path(__file__).resolve().parents[1] / "docs" / "config.md"
     assert doc.read_text() == render(), "regenerate: python -m gflow._config_docs > docs/config.md"
+
+
+def test_help_has_no_default_none(capsys):
+    """Issue 13: `--help` printed "(default: built-in) (default: None)"."""
+    for sub in ("run", "bench", "reproduce", "sweep"):
+        with pytest.raises(SystemExit) as exc:
+            main([sub, "--help"])
+        assert exc.value.code == 0
+        text = " ".join(capsys.readouterr().out.split())
+        assert "(default: None)" not in text and "(default: False)" not in text, (sub, text)
+        assert not re.search(r"\(default:[^)]*\) \(default:", text), (sub, text)
+        if sub == "run":
+            assert "(default: runs/default)" in text
+
+
+def test_solver_name_case_insensitive():
+    """The API accepts solver="Tsit5"; so does the config (normalised to 'tsit5')."""
+    from gflow._config import validate
+
+    assert validate({"flow": {"solver": "Tsit5"}})["flow"]["solver"] == "tsit5"
+    assert validate({"flow": {"solver": "DOPRI8"}})["flow"]["solver"] == "dopri8"
+    assert validate({"model": {"activation": "ReLU"}})["model"]["activation"] == "relu"
+
+
+def test_digits_d_64_accepted():
+    """A config written by gflow itself holds d = 64 for digits: it must still load."""
+    from gflow._config import dumps_toml, validate
+
+    cfg = validate({"data": {"kind": "digits"}})
+    assert cfg["data"]["d"] == 64
+    assert validate({"data": {"kind": "digits", "d": 64}})["data"]["kind"] == "digits"
+    assert dumps_toml(cfg)
+
+
+def test_failed_resume_leaves_no_folder(tmp_path, capsys):
+    out = tmp_path / "never"
+    assert main(["run", "--resume", "--out", str(out), "--no-progress"]) == 2
+    assert "resume: no checkpoint" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_bench_default_out_is_fresh(tmp_path, monkeypatch):
+    """`gflow bench` without --out writes into a new runs/bench-... folder, never into
+    the committed benchmarks/results."""
+    import gflow._bench._run as bench_run
+    from gflow._cli._bench_cmd import fresh_bench_folder
+
+    seen = {}
+
+    def fake_run_all(out, **kw):
+        seen["out"] = out
+        return {}
+
+    monkeypatch.setattr(bench_run, "run_all", fake_run_all)
+    monkeypatch.setattr(bench_run, "summary", lambda results: [])
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "--quick"]) == 0
+    out = seen["out"]
+    assert out.parent.name == "runs" and out.name.startswith("bench-")
+    assert "benchmarks" not in str(out)
+    out.mkdir(parents=True)
+    again = fresh_bench_folder()
+    assert again != out and not again.exists()
+    assert main(["bench", "--quick", "--out", "mine"]) == 0
+    assert seen["out"] == "mine"

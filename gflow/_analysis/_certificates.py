@@ -134,9 +134,7 @@ class CertificateReport:
         }
 
     def __str__(self) -> str:
-        return "\n".join(
-            f"{c.name}: {c.status}: {c.detail} [{c.covers()}]" for c in self.checks
-        )
+        return "\n".join(f"{c.name}: {c.status}: {c.detail} [{c.covers()}]" for c in self.checks)
 
 
 def _cumulative(
@@ -412,9 +410,7 @@ def certify(
     )
 
 
-def _with_coverage(
-    c: Check, t, use, fit, ref, min_points, min_coverage, min_fit_coverage
-) -> Check:
+def _with_coverage(c: Check, t, use, fit, ref, min_points, min_coverage, min_fit_coverage) -> Check:
     """`c` with its coverage filled in, downgraded from "pass" to "inconclusive" when it
     covers fewer than `min_points` save times or less than the required fraction."""
     if c.name == "fitted_rate":
