@@ -33,6 +33,34 @@ CHECKPOINT_FILE = "checkpoint.npz"
 _FREE_OUTPUT = ("progress", "checkpoint_seconds")  # may change between a run and its resume
 
 
+STEP_WARNING = 1000  # steps: smooth runs of the default size take 50-200 (docs/nonsmooth.md)
+NON_SMOOTH = ("relu",)  # activations whose derivative jumps
+
+
+def step_warnings(cfg: dict[str, Any], stats: dict[str, Any]) -> list[str]:
+    """Warnings for the run summary: the step count exploded (>= STEP_WARNING steps), with
+    the reason when the trained activation is non-smooth (kinks in the vector field) and
+    what to do (docs/nonsmooth.md)."""
+    steps = int(stats.get("num_steps") or 0)
+    if steps < STEP_WARNING:
+        return []
+    act = cfg["model"]["activation"]
+    evals = stats.get("grad_evals")
+    head = f"WARNING: the solver took {steps} steps ({evals} gradient evaluations)"
+    if act in NON_SMOOTH:
+        return [
+            f"{head}: activation {act!r} has a kink, so -grad L is not differentiable where "
+            "a pre-activation crosses 0 and an adaptive solver shrinks its steps at every "
+            "crossing (smooth activations take 50-200 steps here). Use a smooth activation "
+            "(gelu, softplus), a larger rtol (1e-5: far fewer steps), or a low-order "
+            "solver (bosh3); see docs/nonsmooth.md."
+        ]
+    return [
+        f"{head}: the flow is stiff or the horizon long; consider an implicit solver "
+        "(kvaerno5), a larger rtol or a shorter t1 (docs/nonsmooth.md)."
+    ]
+
+
 def try_fit_rate(sol: Solution) -> RateFit | None:
     """The rate fit of a solution's loss, or None when there is too little to fit."""
     ok = np.isfinite(sol.loss) & (sol.loss > 0)
@@ -234,6 +262,7 @@ def run_config(
         "wall_seconds": time.perf_counter() - wall0,
         "versions": versions(),
         "plot_error": plot_error,
+        "warnings": step_warnings(cfg, sol.stats),
     }
     write_json(out / "result.json", result)
     if sol.result != "interrupted":
@@ -258,6 +287,7 @@ def verdict(result: dict[str, Any]) -> str:
         f"({st['num_rejected_steps']} rejected), {st['grad_evals']} gradient evaluations, "
         f"compile {st['compile_seconds']:.2f} s, run {st['run_seconds']:.2f} s"
     )
+    lines += result.get("warnings", [])
     rf = result["rate_fit"]
     if rf is None:
         lines.append("rate fit: not enough decaying points to fit")

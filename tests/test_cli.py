@@ -153,3 +153,54 @@ def test_bench_default_out_is_fresh(tmp_path, monkeypatch):
     assert again != out and not again.exists()
     assert main(["bench", "--quick", "--out", "mine"]) == 0
     assert seen["out"] == "mine"
+
+
+RELU = """
+[data]
+n = 8
+d = 16
+n_test = 0
+[model]
+width = 32
+activation = "{act}"
+[flow]
+t1 = 50.0
+n_save = 21
+max_steps = 1500
+[analysis]
+kernel = false
+certificates = false
+feature_learning = false
+[output]
+progress = false
+"""
+
+
+def test_step_count_warning_relu(tmp_path, capsys):
+    """ReLU's kinks make the adaptive solver crawl: the run summary says so and what to do;
+    the same net with tanh finishes in far fewer steps and gets no warning."""
+    cfg = tmp_path / "relu.toml"
+    cfg.write_text(RELU.format(act="relu"))
+    main(["run", str(cfg), "--out", str(tmp_path / "relu")])
+    printed = capsys.readouterr().out
+    result = json.loads((tmp_path / "relu" / "result.json").read_text())
+    assert result["stats"]["num_steps"] >= 1000
+    (warning,) = result["warnings"]
+    assert "'relu' has a kink" in warning and "docs/nonsmooth.md" in warning
+    assert warning in printed
+    cfg.write_text(RELU.format(act="tanh"))
+    assert main(["run", str(cfg), "--out", str(tmp_path / "tanh")]) == 0
+    result = json.loads((tmp_path / "tanh" / "result.json").read_text())
+    assert result["stats"]["num_steps"] < 1000 and result["warnings"] == []
+    assert "WARNING" not in capsys.readouterr().out
+
+
+def test_step_warnings_rule():
+    from gflow._run import STEP_WARNING, step_warnings
+
+    cfg = {"model": {"activation": "tanh"}}
+    assert step_warnings(cfg, {"num_steps": STEP_WARNING - 1}) == []
+    (w,) = step_warnings(cfg, {"num_steps": STEP_WARNING, "grad_evals": 6000})
+    assert "stiff" in w and "kvaerno5" in w
+    (w,) = step_warnings({"model": {"activation": "relu"}}, {"num_steps": 5000})
+    assert "kink" in w and "gelu" in w

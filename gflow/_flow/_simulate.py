@@ -26,6 +26,7 @@ from ._flatten import FlatProblem, flatten_problem, tree_norm
 from ._fsal import FSALSolver
 from ._fused import FusedTsit5
 from ._lowstorage import LowStorageRK4
+from ._precision import check_rtol_resolution
 from ._solution import Solution
 from ._times import check_ts, default_ts
 
@@ -496,6 +497,7 @@ def prepare_flow(
     if not np.isfinite(t0) or not float(t1) > t0:
         raise ValueError(f"t1: must be greater than t0 = {t0}, got {t1}.")
     _check_positive("rtol", rtol)
+    check_rtol_resolution(rtol)  # warns when rtol < eps of the state's dtype
     _check_positive("atol", atol)
     _check_positive("dt0", dt0, allow_none=True)
     _check_positive("loss_target", loss_target, allow_none=True)
