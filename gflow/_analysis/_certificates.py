@@ -1,6 +1,6 @@
 """Bound certificates: does a simulated trajectory obey the linear-rate theory?
 
-Along gradient flow dL/dt = -(1/n^2) r^T H r <= -(2/n) lambda_min(H(t)) L (PAPER.md). Given
+Along gradient flow dL/dt = -(1/n^2) r^T H r <= -(2/n) lambda_min(H(t)) L (docs/paper.md). Given
 the save times, the loss and lambda_min(H(t)) recorded along a run, `certify` checks
 
 1. local rate: -(d/dt) log L(t) >= (2/n) lambda_min(H(t)) at every save time;
