@@ -33,6 +33,8 @@ from ._models._losses import LOSSES
 from ._models._multilayer import MultiLayer
 from ._models._two_layer import TwoLayer
 
+DIGITS_D = 64  # the digits images are 8 x 8 pixels
+
 
 class ConfigError(ValueError):
     """A configuration field is missing, unknown, of the wrong type or out of range."""
@@ -169,7 +171,17 @@ def _check_field(path: str, spec: Field, value: Any) -> Any:
             f"{path}: expected {_type_name(spec.types)}, got {type(value).__name__} {value!r}."
         )
     if spec.choices is not None and value not in spec.choices:
-        raise ConfigError(f"{path}: must be one of {list(spec.choices)}, got {value!r}.")
+        folded = {c.lower(): c for c in spec.choices if isinstance(c, str)}
+        if isinstance(value, str) and value.lower() in folded:  # "Tsit5" -> "tsit5"
+            value = folded[value.lower()]
+        else:
+            hint = ""
+            if isinstance(value, str):
+                import difflib
+
+                close = difflib.get_close_matches(value.lower(), list(folded), n=1)
+                hint = f" Did you mean {folded[close[0]]!r}?" if close else ""
+            raise ConfigError(f"{path}: must be one of {list(spec.choices)}, got {value!r}.{hint}")
     if spec.minimum is not None:
         if value != value or value in (float("inf"), float("-inf")):
             raise ConfigError(f"{path}: must be finite, got {value!r}.")
@@ -213,6 +225,12 @@ def validate(raw: dict[str, Any]) -> dict[str, Any]:
             for key, spec in fields.items()
         }
     _cross_checks(out)
+    data_raw = raw.get("data", {})
+    if out["data"]["kind"] == "digits" and data_raw.get("d", DIGITS_D) != DIGITS_D:
+        raise ConfigError(
+            f"data.d: the digits images have d = {DIGITS_D} pixels, got d = {data_raw['d']}; "
+            "remove data.d (it sets the input dimension of kind = 'synthetic' only)."
+        )
     return out
 
 
@@ -309,7 +327,7 @@ def default_config() -> dict[str, Any]:
 
 
 def input_dim(cfg: dict[str, Any]) -> int:
-    return 64 if cfg["data"]["kind"] == "digits" else cfg["data"]["d"]
+    return DIGITS_D if cfg["data"]["kind"] == "digits" else cfg["data"]["d"]
 
 
 def build_data(cfg: dict[str, Any]) -> Dataset:

@@ -18,6 +18,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from ._analysis._decay import DecayFit, decay_line, fit_decay
 from ._analysis._pipeline import RunAnalysis
 from ._analysis._rate import RateFit, fit_rate
 from ._config import build_data, build_model, dumps_toml
@@ -32,6 +33,34 @@ CHECKPOINT_FILE = "checkpoint.npz"
 _FREE_OUTPUT = ("progress", "checkpoint_seconds")  # may change between a run and its resume
 
 
+STEP_WARNING = 1000  # steps: smooth runs of the default size take 50-200 (docs/nonsmooth.md)
+NON_SMOOTH = ("relu",)  # activations whose derivative jumps
+
+
+def step_warnings(cfg: dict[str, Any], stats: dict[str, Any]) -> list[str]:
+    """Warnings for the run summary: the step count exploded (>= STEP_WARNING steps), with
+    the reason when the trained activation is non-smooth (kinks in the vector field) and
+    what to do (docs/nonsmooth.md)."""
+    steps = int(stats.get("num_steps") or 0)
+    if steps < STEP_WARNING:
+        return []
+    act = cfg["model"]["activation"]
+    evals = stats.get("grad_evals")
+    head = f"WARNING: the solver took {steps} steps ({evals} gradient evaluations)"
+    if act in NON_SMOOTH:
+        return [
+            f"{head}: activation {act!r} has a kink, so -grad L is not differentiable where "
+            "a pre-activation crosses 0 and an adaptive solver shrinks its steps at every "
+            "crossing (smooth activations take 50-200 steps here). Use a smooth activation "
+            "(gelu, softplus), a larger rtol (1e-5: far fewer steps), or a low-order "
+            "solver (bosh3); see docs/nonsmooth.md."
+        ]
+    return [
+        f"{head}: the flow is stiff or the horizon long; consider an implicit solver "
+        "(kvaerno5), a larger rtol or a shorter t1 (docs/nonsmooth.md)."
+    ]
+
+
 def try_fit_rate(sol: Solution) -> RateFit | None:
     """The rate fit of a solution's loss, or None when there is too little to fit."""
     ok = np.isfinite(sol.loss) & (sol.loss > 0)
@@ -43,9 +72,45 @@ def try_fit_rate(sol: Solution) -> RateFit | None:
         return None
 
 
-def rate_dict(fit: RateFit | None) -> dict[str, Any] | None:
+def try_fit_decay(sol: Solution) -> DecayFit | None:
+    """Which decay law the solution's loss follows (`fit_decay`), or None when there is too
+    little to fit."""
+    ok = np.isfinite(sol.loss) & (sol.loss > 0)
+    try:
+        return fit_decay(sol.ts[ok], sol.loss[ok])
+    except ValueError:
+        return None
+
+
+def decay_dict(dec: DecayFit | None) -> dict[str, Any] | None:
+    if dec is None:
+        return None
+    return {
+        "law": dec.law,
+        "rate": dec.rate,
+        "rate_ci95": list(dec.rate_ci),
+        "exponent": dec.exponent,
+        "exponent_ci95": list(dec.exponent_ci),
+        "rms_exponential": dec.rms_exponential,
+        "rms_power": dec.rms_power,
+        "noise": dec.noise,
+        "tol": dec.tol,
+        "window": list(dec.window),
+        "n_points": dec.n_points,
+    }
+
+
+def rate_dict(fit: RateFit | None, ts: np.ndarray | None = None) -> dict[str, Any] | None:
+    """result.json's "rate_fit": the numbers of `fit` (the very object the verdict prints
+    and loss.png draws); `coverage` is the window's fraction of the time before the floor
+    (of the run when there is none), computed from the save times `ts`."""
     if fit is None:
         return None
+    cov = None
+    if ts is not None and ts.size > 1:
+        t_ref = ts[-1] if fit.floor_time is None else fit.floor_time
+        if t_ref > ts[0]:
+            cov = float(min((fit.window[1] - fit.window[0]) / (t_ref - ts[0]), 1.0))
     return {
         "rate": fit.rate,
         "stderr": fit.stderr,
@@ -56,6 +121,8 @@ def rate_dict(fit: RateFit | None) -> dict[str, Any] | None:
         "n_points": fit.n_points,
         "floor_time": fit.floor_time,
         "bias_bound": fit.bias_bound,
+        "half_width": 0.5 * (fit.ci[1] - fit.ci[0]),
+        "coverage": cov,
     }
 
 
@@ -95,6 +162,8 @@ def run_config(
     content. The run is checkpointed to out/checkpoint.npz (see docs/reliability.md);
     `resume` continues from it. Partial results are written when the run fails or is
     interrupted; the checkpoint is deleted once the results of a finished run are saved."""
+    if resume:  # before creating the folder: a failed resume must not leave an empty one
+        checkpoint_for(cfg, Path(out), resume).check_resumable()
     out = prepare_out(out)
     if not resume:
         write_text(out / "config.toml", dumps_toml(cfg))
@@ -127,6 +196,7 @@ def run_config(
         **kwargs,
     )
     fit = try_fit_rate(sol)
+    decay = try_fit_decay(sol)
     ana = analysis.finish(sol, fit)
     arrays: dict[str, np.ndarray] = {
         "schema_version": np.asarray(SCHEMA_VERSION),
@@ -185,11 +255,13 @@ def run_config(
         "solver": sol.settings,
         "stats": sol.stats,
         "final": final,
-        "rate_fit": rate_dict(fit),
+        "rate_fit": rate_dict(fit, sol.ts),
+        "decay_law": decay_dict(decay),
         "analysis": {**ana.summary, "verdict": ana.verdict},
         "wall_seconds": time.perf_counter() - wall0,
         "versions": versions(),
         "plot_error": plot_error,
+        "warnings": step_warnings(cfg, sol.stats),
     }
     write_json(out / "result.json", result)
     if sol.result != "interrupted":
@@ -219,6 +291,7 @@ def verdict(result: dict[str, Any]) -> str:
         f"({st['num_rejected_steps']} rejected), {st['grad_evals']} gradient evaluations, "
         f"compile {st['compile_seconds']:.2f} s, run {st['run_seconds']:.2f} s"
     )
+    lines += result.get("warnings", [])
     rf = result["rate_fit"]
     if rf is None:
         lines.append("rate fit: not enough decaying points to fit")
@@ -227,9 +300,15 @@ def verdict(result: dict[str, Any]) -> str:
         floor = (
             "" if rf["floor_time"] is None else f"; numerical floor from t = {rf['floor_time']:.4g}"
         )
+        cov = rf.get("coverage")
+        span = "" if cov is None else f", {100 * cov:.0f}% of the span"
         lines.append(
             f"linear rate {rf['rate']:.4g} +- {half:.2g} over t in "
-            f"[{rf['window'][0]:.4g}, {rf['window'][1]:.4g}] (R^2 = {rf['r2']:.5f}){floor}"
+            f"[{rf['window'][0]:.4g}, {rf['window'][1]:.4g}] ({rf['n_points']} save times"
+            f"{span}; R^2 = {rf['r2']:.5f}){floor}"
         )
+    dl = result.get("decay_law")
+    if dl is not None:
+        lines.append(decay_line(dl))
     lines += result.get("analysis", {}).get("verdict", [])
     return "\n".join(lines)

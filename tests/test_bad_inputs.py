@@ -229,6 +229,14 @@ CLI = {
         ["data.n", "1900", "1797", "lower"],
     ),
     "depth too small": ('[model]\nkind = "multilayer"\ndepth = 2\n', ["model.depth", ">= 3"]),
+    "digits with d": (
+        '[data]\nkind = "digits"\nd = 32\n',
+        ["data.d", "d = 64", "d = 32", "remove data.d"],
+    ),
+    "solver typo": (
+        '[flow]\nsolver = "Tsit6"\n',
+        ["flow.solver", "'Tsit6'", "Did you mean 'tsit5'?"],
+    ),
     "bool as number": ("[output]\nprogress = 1\n", ["output.progress", "expected bool", "1"]),
     "checkpoint_seconds": (
         "[output]\ncheckpoint_seconds = -1\n",

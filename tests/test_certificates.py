@@ -209,3 +209,109 @@ def test_bad_input(kwargs, match):
     args |= {"n": 2} | kwargs
     with pytest.raises(ValueError, match=match):
         gflow.certify(args.pop("ts"), args.pop("loss"), args.pop("lambda_min"), **args)
+
+
+# --- coverage: a check on a sliver of the run is inconclusive (issue 13, part 1) ---------
+
+
+def test_coverage_recorded_on_full_run():
+    ts, loss = _synthetic()
+    n = 4
+    rep = gflow.certify(ts, loss, np.full(ts.size, n / 2.0), n, fit=gflow.fit_rate(ts, loss))
+    assert rep.reference_span == (0.0, 10.0)
+    for name in ("local_rate", "gronwall", "fitted_rate"):
+        c = rep.check(name)
+        assert c.status == "pass" and c.coverage == 1.0 and c.checked_span == (0.0, 10.0)
+        assert "101 save times" in c.covers() or "100 save times" in c.covers()
+        assert "(100% of the span)" in c.covers()
+
+
+def test_phantom_floor_makes_checks_inconclusive():
+    """The issue's failure: a 'floor' at t = 0.0105 left 3 points to check, which held,
+    and the report passed. The same exact decay with that floor_time: nothing passes."""
+    ts = gflow.default_ts(0.0, 50.0)
+    loss = 0.5 * np.exp(-0.1 * ts)
+    n = 4
+    lam = np.full(ts.size, 0.05 * n / 2)  # a true lower bound: (2/n) lambda = 0.05 < 0.1
+    rep = gflow.certify(ts, loss, lam, n, floor_time=0.0105)
+    for name in ("local_rate", "gronwall"):
+        c = rep.check(name)
+        assert c.status == "inconclusive", str(rep)
+        # a floor time without a level confirming it does not shrink the span: the
+        # coverage is measured against the whole run
+        assert c.coverage == pytest.approx(c.checked_span[1] / 50.0)
+        assert c.coverage < 1e-3
+        assert "covers only" in c.detail
+    assert not rep.passed
+    # without the phantom floor every check passes over the whole run
+    full = gflow.certify(ts, loss, lam, n, fit=gflow.fit_rate(ts, loss))
+    assert full.passed, str(full)
+    assert all(c.coverage >= 0.5 for c in full.checks)
+
+
+def test_too_few_points_or_short_window_is_inconclusive():
+    ts, loss = _synthetic(k=4)
+    n = 4
+    lam = np.full(ts.size, n / 4.0)
+    rep = gflow.certify(ts, loss, lam, n)
+    assert rep.check("gronwall").status == "inconclusive"  # 3 points < min_points = 5
+    assert rep.check("local_rate").status == "inconclusive"  # 4 points
+    assert gflow.certify(ts, loss, lam, n, min_points=3).passed
+    # a fit window over 5% of the run: the fitted-rate check cannot pass
+    ts, loss = _synthetic(k=201)
+    lam = np.full(ts.size, n / 4.0)
+    short = gflow.fit_rate(ts, loss, window=(9.5, 10.0))
+    rep = gflow.certify(ts, loss, lam, n, fit=short, min_points=5)
+    assert rep.check("fitted_rate").status == "inconclusive"
+    assert rep.check("fitted_rate").coverage == pytest.approx(0.05)
+    assert rep.check("gronwall").status == "pass"
+    assert not rep.passed
+
+
+def test_violation_on_little_coverage_still_fails():
+    ts, loss = _synthetic()
+    n = 4
+    rep = gflow.certify(ts, loss, np.full(ts.size, 1.5 * n / 2), n, floor_time=0.35)
+    assert rep.check("gronwall").status == "fail"
+    assert rep.check("gronwall").coverage < 0.5
+    # a 'floor' at a high level (L(0) < 1e6 L_f) is not confirmed either
+    lam = np.full(ts.size, 0.5 * n / 2)
+    rep = gflow.certify(ts, loss, lam, n, floor_time=5.0, floor_level=1e-3)
+    assert rep.reference_span == (0.0, 10.0)
+    rep = gflow.certify(ts, loss, lam, n, floor_time=5.0, floor_level=1e-7)
+    assert rep.reference_span == (0.0, 5.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"min_points": 2}, "min_points: must be an integer >= 3"),
+        ({"min_coverage": 1.5}, "min_coverage: must be a fraction"),
+        ({"min_fit_coverage": -0.1}, "min_fit_coverage: must be a fraction"),
+    ],
+)
+def test_bad_coverage_input(kwargs, match):
+    ts, loss = _synthetic()
+    with pytest.raises(ValueError, match=match):
+        gflow.certify(ts, loss, np.ones(ts.size), 2, **kwargs)
+
+
+def test_issue_two_layer_example():
+    """The issue's Python example: TwoLayer(d=32, m=256) on make_synthetic(16, 32) to
+    t1 = 100 on the default grid. No floor, a rate fitted on the later part of the run,
+    and every check covers most of the run."""
+    data = gflow.make_synthetic(16, 32, seed=2)
+    model = gflow.TwoLayer(d=32, m=256, key=jax.random.key(0))
+    sol = gflow.simulate_mse(
+        model, data, 100.0, metrics=gflow.kernel_metrics(model, data.x_train, data.y_train)
+    )
+    fit = gflow.fit_rate(sol.ts, sol.loss)
+    assert fit.floor_time is None and fit.bias_bound == 0.0
+    assert fit.window[0] >= 20.0 and fit.window[1] == 100.0
+    kt = gflow.KernelTrace.from_metric(sol.metrics["kernel"])
+    rep = gflow.certify(sol.ts, sol.loss, kt.lambda_min, data.n, fit=fit)
+    for c in rep.checks:
+        assert c.n_checked >= 5, str(rep)
+    for name in ("local_rate", "gronwall"):
+        assert rep.check(name).coverage == 1.0
+    assert rep.passed == all(c.status == "pass" for c in rep.checks)

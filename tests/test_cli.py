@@ -1,6 +1,7 @@
 """The command line: default run, files written, help, and one-line errors."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -87,3 +88,120 @@ def test_config_docs_are_current():
 
     doc = Path(__file__).resolve().parents[1] / "docs" / "config.md"
     assert doc.read_text() == render(), "regenerate: python -m gflow._config_docs > docs/config.md"
+
+
+def test_help_has_no_default_none(capsys):
+    """Issue 13: `--help` printed "(default: built-in) (default: None)"."""
+    for sub in ("run", "bench", "reproduce", "sweep"):
+        with pytest.raises(SystemExit) as exc:
+            main([sub, "--help"])
+        assert exc.value.code == 0
+        text = " ".join(capsys.readouterr().out.split())
+        assert "(default: None)" not in text and "(default: False)" not in text, (sub, text)
+        assert not re.search(r"\(default:[^)]*\) \(default:", text), (sub, text)
+        if sub == "run":
+            assert "(default: runs/default)" in text
+
+
+def test_solver_name_case_insensitive():
+    """The API accepts solver="Tsit5"; so does the config (normalised to 'tsit5')."""
+    from gflow._config import validate
+
+    assert validate({"flow": {"solver": "Tsit5"}})["flow"]["solver"] == "tsit5"
+    assert validate({"flow": {"solver": "DOPRI8"}})["flow"]["solver"] == "dopri8"
+    assert validate({"model": {"activation": "ReLU"}})["model"]["activation"] == "relu"
+
+
+def test_digits_d_64_accepted():
+    """A config written by gflow itself holds d = 64 for digits: it must still load."""
+    from gflow._config import dumps_toml, validate
+
+    cfg = validate({"data": {"kind": "digits"}})
+    assert cfg["data"]["d"] == 64
+    assert validate({"data": {"kind": "digits", "d": 64}})["data"]["kind"] == "digits"
+    assert dumps_toml(cfg)
+
+
+def test_failed_resume_leaves_no_folder(tmp_path, capsys):
+    out = tmp_path / "never"
+    assert main(["run", "--resume", "--out", str(out), "--no-progress"]) == 2
+    assert "resume: no checkpoint" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_bench_default_out_is_fresh(tmp_path, monkeypatch):
+    """`gflow bench` without --out writes into a new runs/bench-... folder, never into
+    the committed benchmarks/results."""
+    import gflow._bench._run as bench_run
+
+    from gflow._cli._bench_cmd import fresh_bench_folder
+
+    seen = {}
+
+    def fake_run_all(out, **kw):
+        seen["out"] = out
+        return {}
+
+    monkeypatch.setattr(bench_run, "run_all", fake_run_all)
+    monkeypatch.setattr(bench_run, "summary", lambda results: [])
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "--quick"]) == 0
+    out = seen["out"]
+    assert out.parent.name == "runs" and out.name.startswith("bench-")
+    assert "benchmarks" not in str(out)
+    out.mkdir(parents=True)
+    again = fresh_bench_folder()
+    assert again != out and not again.exists()
+    assert main(["bench", "--quick", "--out", "mine"]) == 0
+    assert seen["out"] == "mine"
+
+
+RELU = """
+[data]
+n = 8
+d = 16
+n_test = 0
+[model]
+width = 32
+activation = "{act}"
+[flow]
+t1 = 50.0
+n_save = 21
+max_steps = 1500
+[analysis]
+kernel = false
+certificates = false
+feature_learning = false
+[output]
+progress = false
+"""
+
+
+def test_step_count_warning_relu(tmp_path, capsys):
+    """ReLU's kinks make the adaptive solver crawl: the run summary says so and what to do;
+    the same net with tanh finishes in far fewer steps and gets no warning."""
+    cfg = tmp_path / "relu.toml"
+    cfg.write_text(RELU.format(act="relu"))
+    main(["run", str(cfg), "--out", str(tmp_path / "relu")])
+    printed = capsys.readouterr().out
+    result = json.loads((tmp_path / "relu" / "result.json").read_text())
+    assert result["stats"]["num_steps"] >= 1000
+    (warning,) = result["warnings"]
+    assert "'relu' has a kink" in warning and "docs/nonsmooth.md" in warning
+    assert warning in printed
+    cfg.write_text(RELU.format(act="tanh"))
+    assert main(["run", str(cfg), "--out", str(tmp_path / "tanh")]) == 0
+    result = json.loads((tmp_path / "tanh" / "result.json").read_text())
+    assert result["stats"]["num_steps"] < 1000 and result["warnings"] == []
+    assert "WARNING" not in capsys.readouterr().out
+
+
+def test_step_warnings_rule():
+    from gflow._run import STEP_WARNING, step_warnings
+
+    cfg = {"model": {"activation": "tanh"}}
+    assert step_warnings(cfg, {"num_steps": STEP_WARNING - 1}) == []
+    (w,) = step_warnings(cfg, {"num_steps": STEP_WARNING, "grad_evals": 6000})
+    assert "stiff" in w and "kvaerno5" in w
+    (w,) = step_warnings({"model": {"activation": "relu"}}, {"num_steps": 5000})
+    assert "kink" in w and "gelu" in w

@@ -128,3 +128,59 @@ def test_default_config_has_analysis():
         "kernel_chunk": None,
         "rel_tol": 1e-5,
     }
+
+
+DIGITS = """
+[data]
+kind = "digits"
+n = 32
+n_test = 64
+[model]
+width = 64
+[flow]
+t1 = 50
+[output]
+progress = false
+"""
+
+
+def test_issue_digits_run_no_phantom_floor(tmp_path, monkeypatch, capsys):
+    """Issue 13's digits run (loss 0.53 -> 0.012, smooth) printed 'numerical floor from
+    t = 0.01045', a rate +- 2.6e+02 and 'holds' on 3 points. Now: no floor, a rate fitted
+    on the later part of the run, every verdict line states its coverage, and the plot is
+    handed the very RateFit whose numbers are printed and stored."""
+    import gflow._run as run_mod
+
+    seen = {}
+    real_plot = run_mod.plot_loss
+
+    def spy(path, ts, loss, *, fit=None, **kw):
+        seen["fit"] = fit
+        return real_plot(path, ts, loss, fit=fit, **kw)
+
+    monkeypatch.setattr(run_mod, "plot_loss", spy)
+    cfg = tmp_path / "digits.toml"
+    cfg.write_text(DIGITS)
+    assert main(["run", str(cfg), "--out", str(tmp_path / "o")]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((tmp_path / "o" / "result.json").read_text())
+    rf = result["rate_fit"]
+    assert rf["floor_time"] is None and rf["bias_bound"] == 0.0
+    assert rf["window"][0] >= 25.0 and rf["n_points"] >= 10
+    assert "numerical floor" not in printed
+    fit = seen["fit"]
+    assert fit.rate == rf["rate"] and list(fit.ci) == rf["ci95"]
+    half = 0.5 * (fit.ci[1] - fit.ci[0])
+    assert rf["half_width"] == half
+    assert f"linear rate {fit.rate:.4g} +- {half:.2g}" in printed
+    assert result["decay_law"]["law"] in ("exponential", "power", "ambiguous", "neither")
+    assert "decay law:" in printed
+    for line in result["analysis"]["verdict"]:
+        if line.startswith(("Gronwall", "local rate", "Schur bound", "fitted rate")):
+            assert "% of the span)" in line, line
+    for c in result["analysis"]["certificates"]["checks"]:
+        assert c["coverage"] is not None
+        if c["status"] == "pass":
+            assert c["n_checked"] >= 5
+    gron = next(c for c in result["analysis"]["certificates"]["checks"] if c["name"] == "gronwall")
+    assert gron["coverage"] == 1.0 and gron["n_excluded"] == 0

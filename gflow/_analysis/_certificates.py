@@ -1,6 +1,6 @@
 """Bound certificates: does a simulated trajectory obey the linear-rate theory?
 
-Along gradient flow dL/dt = -(1/n^2) r^T H r <= -(2/n) lambda_min(H(t)) L (PAPER.md). Given
+Along gradient flow dL/dt = -(1/n^2) r^T H r <= -(2/n) lambda_min(H(t)) L (docs/paper.md). Given
 the save times, the loss and lambda_min(H(t)) recorded along a run, `certify` checks
 
 1. local rate: -(d/dt) log L(t) >= (2/n) lambda_min(H(t)) at every save time;
@@ -27,11 +27,21 @@ added to the tolerance of each point; points at or after the floor (`fit_rate`'s
 floor_time) or with L < floor_margin L_f are excluded and counted. Finite differences of
 log L carry an estimated truncation error |central - one-sided|; eigenvalues carry
 100 n eps lambda_max.
+
+Coverage. Every check records how much of the trajectory it covers: the save times it
+checked and the fraction of the reference span [t_0, t_ref] between t_0 and its last
+checked time (for the fitted-rate check: the length of the fit window). t_ref is the floor
+time when the floor is confirmed (its level L_f is known and L(0) >= floor_margin L_f: the
+loss fell a million-fold before it), else the last save time: a floor time alone cannot
+shrink what a check must cover. A check that would pass but checked fewer than
+`min_points` (5, as `fit_rate`) save times or covers less than `min_coverage` (50%) of the
+reference span (`min_fit_coverage`, 10%, for the fitted-rate window) is "inconclusive",
+never "pass": a bound that held on 3 early points says nothing about the run.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -51,7 +61,11 @@ class Check:
         rel_slack: slack relative to the bound (None when not meaningful).
         worst_time: time of the smallest margin.
         n_checked, n_violations, n_excluded: points checked, beyond tolerance, excluded.
+        units: units of `slack`.
         detail: one line for humans.
+        coverage: fraction of the reference span [t_0, t_ref] the check covers (see the
+            module docstring), None for a skipped check.
+        checked_span: (first, last) time the check covers.
     """
 
     name: str
@@ -64,6 +78,18 @@ class Check:
     n_excluded: int = 0
     units: str = ""
     detail: str = ""
+    coverage: float | None = None
+    checked_span: tuple[float, float] | None = None
+
+    def covers(self) -> str:
+        """'N save times, t in [a, b] (P% of the span)': how much of the run it checked."""
+        if self.coverage is None or self.checked_span is None:
+            return f"{self.n_checked} save times"
+        a, b = self.checked_span
+        return (
+            f"{self.n_checked} save times, t in [{a:.4g}, {b:.4g}] "
+            f"({100 * self.coverage:.0f}% of the span)"
+        )
 
 
 @dataclass(frozen=True)
@@ -76,6 +102,8 @@ class CertificateReport:
         envelope: (k,) strict Gronwall envelope (upper quadrature sum).
         envelope_loose: (k,) loose envelope (lower quadrature sum).
         mean_bound: (2/n) time-averaged lambda_min over the fit window, (lo, hi) sums.
+        reference_span: (t_0, t_ref) the coverage of each check is measured against
+            (t_ref: the confirmed floor's time, or the last save time).
     """
 
     checks: tuple[Check, ...]
@@ -84,10 +112,11 @@ class CertificateReport:
     envelope: np.ndarray
     envelope_loose: np.ndarray
     mean_bound: tuple[float, float] | None
+    reference_span: tuple[float, float] | None = None
 
     @property
     def passed(self) -> bool:
-        """True when no check failed or was inconclusive."""
+        """True when no check failed or was inconclusive (too little coverage included)."""
         return all(c.status in ("pass", "skipped") for c in self.checks)
 
     def check(self, name: str) -> Check:
@@ -100,11 +129,12 @@ class CertificateReport:
         return {
             "passed": self.passed,
             "mean_bound": None if self.mean_bound is None else list(self.mean_bound),
+            "reference_span": None if self.reference_span is None else list(self.reference_span),
             "checks": [asdict(c) for c in self.checks],
         }
 
     def __str__(self) -> str:
-        return "\n".join(f"{c.name}: {c.status}: {c.detail}" for c in self.checks)
+        return "\n".join(f"{c.name}: {c.status}: {c.detail} [{c.covers()}]" for c in self.checks)
 
 
 def _cumulative(
@@ -279,6 +309,9 @@ def certify(
     floor_margin: float = 1e6,
     rel_tol: float = 1e-5,
     quadrature: str = "trapezoid",
+    min_points: int = 5,
+    min_coverage: float = 0.5,
+    min_fit_coverage: float = 0.1,
 ) -> CertificateReport:
     """Check a trajectory against the linear-rate bounds (see the module docstring).
 
@@ -297,9 +330,12 @@ def certify(
             floor_time and floor_level default to the fit's.
         rel_tol: relative error allowed in L.
         quadrature: "trapezoid" (default) or "bracket", see the module docstring.
+        min_points, min_coverage, min_fit_coverage: the coverage a check needs to pass
+            (module docstring, "Coverage"); below it a passing check is "inconclusive".
 
     Returns:
-        A `CertificateReport`.
+        A `CertificateReport`; `passed` is True only when every check passed (or was
+        skipped) with enough coverage.
     """
     t = np.asarray(ts, dtype=np.float64)
     loss_arr = np.asarray(loss, dtype=np.float64)
@@ -319,6 +355,11 @@ def certify(
         raise ValueError(f"n: must be a positive integer (training points), got {n!r}.")
     if not (np.isfinite(rel_tol) and rel_tol >= 0):
         raise ValueError(f"rel_tol: must be a finite number >= 0, got {rel_tol!r}.")
+    if isinstance(min_points, bool) or not isinstance(min_points, int) or min_points < 3:
+        raise ValueError(f"min_points: must be an integer >= 3, got {min_points!r}.")
+    for name, v in (("min_coverage", min_coverage), ("min_fit_coverage", min_fit_coverage)):
+        if not (np.isfinite(v) and 0 <= v <= 1):
+            raise ValueError(f"{name}: must be a fraction in [0, 1], got {v!r}.")
     if fit is not None:
         floor_time = fit.floor_time if floor_time is None else floor_time
         floor_level = fit.floor_level if floor_level is None else floor_level
@@ -344,6 +385,20 @@ def certify(
     if fit is not None:
         chk, mean_bound = _fitted_rate_check(t, loss_arr, fit, i_lo, i_hi, n, log_tol)
         checks.append(chk)
+    # the span a check must cover ends at the floor only when the floor is confirmed: its
+    # level is known and the loss fell at least floor_margin-fold before it. A floor
+    # time alone (or a 'floor' at a high level) cannot shrink the span.
+    confirmed = (
+        floor_time is not None
+        and floor_level is not None
+        and loss_arr[0] >= floor_margin * floor_level
+    )
+    t_ref = float(min(max(floor_time, t[0]), t[-1])) if confirmed else float(t[-1])
+    ref = max(t_ref - float(t[0]), np.finfo(float).tiny)
+    checks = [
+        _with_coverage(c, t, use, fit, ref, min_points, min_coverage, min_fit_coverage)
+        for c in checks
+    ]
     return CertificateReport(
         checks=tuple(checks),
         ts=t,
@@ -351,4 +406,29 @@ def certify(
         envelope=env,
         envelope_loose=env_loose,
         mean_bound=mean_bound,
+        reference_span=(float(t[0]), t_ref),
     )
+
+
+def _with_coverage(c: Check, t, use, fit, ref, min_points, min_coverage, min_fit_coverage) -> Check:
+    """`c` with its coverage filled in, downgraded from "pass" to "inconclusive" when it
+    covers fewer than `min_points` save times or less than the required fraction."""
+    if c.name == "fitted_rate":
+        span = (float(fit.window[0]), float(fit.window[1]))
+        need = min_fit_coverage
+    elif c.name in ("local_rate", "gronwall"):
+        idx = np.nonzero(use)[0]
+        span = (float(t[0]), float(t[idx[-1]]))
+        need = min_coverage
+    else:  # Schur checks: every save time
+        span = (float(t[0]), float(t[-1]))
+        need = min_coverage
+    cov = float(min((span[1] - span[0]) / ref, 1.0))
+    status, detail = c.status, c.detail
+    if status == "pass" and (c.n_checked < min_points or cov < need):
+        status = "inconclusive"
+        detail += (
+            f"; covers only {c.n_checked} save times and {100 * cov:.0f}% of the span "
+            f"(needs {min_points} and {100 * need:.0f}%)"
+        )
+    return replace(c, status=status, detail=detail, coverage=cov, checked_span=span)

@@ -3,7 +3,7 @@
 Relative movement of a trained layer W: ||W(t) - W(0)||_F / ||W(0)||_F, and per neuron
 (row i of a matrix, entry i of a vector) |w_i(t) - w_i(0)| / |w_i(0)|. Under mean-field
 scaling the movement stays O(1) as the width grows (features are learned); under NTK
-scaling it vanishes like width^-1/2 (PAPER.md claim 3). Kernel change and alignment are in
+scaling it vanishes like width^-1/2 (docs/paper.md claim 3). Kernel change and alignment are in
 `KernelTrace` (`kernel_metrics`); the functions here work on any two kernels.
 """
 

@@ -5,7 +5,7 @@ theta and per-entry time scales eta (P,), the flow moves the outputs by
 
     df/dt = -J diag(eta) grad L = -(1/n) H r,    H = J diag(eta) J^T  (n x n),
 
-so dL/dt = -(1/n^2) r^T H r (PAPER.md). H is computed with vjp/jvp only, never with a
+so dL/dt = -(1/n^2) r^T H r (docs/paper.md). H is computed with vjp/jvp only, never with a
 P x P matrix:
 
 - models (`tangent_kernel`, `kernel_metrics`): the rows of J are per-example gradients

@@ -2,7 +2,7 @@
 
 Linearizing the network at theta_0, f_lin(x; theta) = f_0(x) + J_x (theta - theta_0), the
 gradient flow d theta/dt = -eta J^T r / n has residual r_t = expm(-t H_0 / n) r_0 on the
-training inputs (H_0 = the eta-weighted tangent kernel at init), so (PAPER.md)
+training inputs (H_0 = the eta-weighted tangent kernel at init), so (docs/paper.md)
 
     f_t(X) = f_0(X) - (I - expm(-t H_0 / n)) r_0,
     f_t(x) = f_0(x) - K_0(x, X) H_0^+ (I - expm(-t H_0 / n)) r_0     (test inputs x),

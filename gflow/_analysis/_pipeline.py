@@ -204,28 +204,31 @@ class RunAnalysis:
 
 
 def _certificate_lines(rep: CertificateReport, schur_skip: str | None) -> list[str]:
+    """One line per check: its verdict ("holds", "VIOLATED" or "inconclusive", the latter
+    also when it covers too little of the run) and how much of the run it covers."""
     words = {"pass": "holds", "fail": "VIOLATED", "inconclusive": "inconclusive"}
     lines = []
     g = rep.check("gronwall")
+    excl = f"; {g.n_excluded} floor points excluded" if g.n_excluded else ""
     lines.append(
-        f"Gronwall envelope {words[g.status]} (min slack {g.slack:.3g} in log L"
-        + (f", {g.n_excluded} floor points excluded)" if g.n_excluded else ")")
+        f"Gronwall envelope {words[g.status]} (min slack {g.slack:.3g} in log L; "
+        f"{g.covers()}{excl})"
     )
     lr = rep.check("local_rate")
     lines.append(
         f"local rate >= (2/n) lambda_min(H): {words[lr.status]} at {lr.n_checked - lr.n_violations}"
-        f"/{lr.n_checked} save times (min slack {lr.slack:.3g})"
+        f"/{lr.n_checked} save times (min slack {lr.slack:.3g}; {lr.covers()})"
     )
     names = [c.name for c in rep.checks]
     if "schur" in names:
         s, st = rep.check("schur"), rep.check("schur_total")
         lines.append(
             f"Schur bound {words[s.status]} with slack {s.slack:.3g} (relative {s.rel_slack:.3g}); "
-            f"lambda_min(H) >= lambda_min(H_W) {words[st.status]}"
+            f"lambda_min(H) >= lambda_min(H_W) {words[st.status]} ({s.covers()})"
         )
     elif schur_skip is not None:
         lines.append(f"Schur bound: not applicable ({schur_skip})")
     if "fitted_rate" in names:
         f = rep.check("fitted_rate")
-        lines.append(f"{f.detail}: {words[f.status]}")
+        lines.append(f"{f.detail}: {words[f.status]} ({f.covers()})")
     return lines

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import t as student_t
 
 
 @dataclass(frozen=True)
@@ -53,20 +54,11 @@ class RateFit:
 
 
 def _t_quantile_975(dof: int) -> float:
-    """Student t 97.5% quantile, Cornish-Fisher expansion (error < 1e-3 for dof >= 3)."""
-    z = 1.959963984540054
+    """Student t 97.5% quantile with `dof` degrees of freedom (scipy.stats.t; inf for
+    dof <= 0)."""
     if dof <= 0:
         return float("inf")
-    table = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776}
-    if dof in table:
-        return table[dof]
-    v = float(dof)
-    return (
-        z
-        + (z**3 + z) / (4 * v)
-        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * v**2)
-        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * v**3)
-    )
+    return float(student_t.ppf(0.975, dof))
 
 
 def _ols(t: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
@@ -100,25 +92,97 @@ def local_rate(ts: np.ndarray, loss: np.ndarray) -> np.ndarray:
     return -np.gradient(logl[new], t[new])[group]
 
 
-def find_floor(ts: np.ndarray, loss: np.ndarray, *, decades: float = 3.0) -> int | None:
+def _noise_sd(t: np.ndarray, y: np.ndarray) -> float:
+    """Robust standard deviation of the noise in y(t): 1.4826 x the median absolute
+    deviation of each point's residual from the chord through its two neighbours, over
+    sqrt(1.5) (iid noise of sd s gives residuals of sd between s sqrt(1.5) and s sqrt(2)).
+    A smooth curve contributes only its curvature, about h^2 |y''| / 8."""
+    if t.size < 3:
+        return 0.0
+    w = (t[1:-1] - t[:-2]) / (t[2:] - t[:-2])
+    e = y[1:-1] - ((1.0 - w) * y[:-2] + w * y[2:])
+    return float(1.4826 * np.median(np.abs(e - np.median(e))) / np.sqrt(1.5))
+
+
+def find_floor(
+    ts: np.ndarray,
+    loss: np.ndarray,
+    *,
+    flat_tol: float = 0.01,
+    significance: float = 3.0,
+    rate_drop: float = 3.0,
+    min_points: int = 5,
+) -> int | None:
     """Index where the numerical floor begins, or None.
 
-    A point k starts the floor when (a) less than one decade of decay remains after it,
-    median_{j>=k} log10 L_j > log10 L_k - 1, and (b) at the rate of the points just
-    before k the remaining time would have bought more than `decades` decades. A slower
-    second phase fails (b); a true floor (solver tolerance or round-off) satisfies both.
-    (a) uses the median, not the minimum, of what follows: a floor made of round-off
-    noise dips decades below its level at isolated points (log of a noisy small number).
+    A floor is a final stretch of the run where the loss has stopped decreasing relative
+    to its own noise (round-off, or the solver's error), although the decay just before it
+    was clearly visible. All comparisons are in flow time, not save-time index (the default
+    grid is half log-spaced: its early points are dense in time). With y = ln L, the tail
+    S = [t_k, t_end] of duration D, its first and last thirds in time A = [t_k, t_k + D/3]
+    and B = [t_end - D/3, t_end], sigma the robust noise sd of y on S (`_noise_sd`: 1.4826
+    MAD of the residuals from neighbour chords; a trend does not count as noise), r_S and
+    r_P the least-squares decay rates -dy/dt over S and over the points P in
+    [t_k - D, t_k] (at least the previous point), and
+
+        thr(a, b) = 5 sigma sqrt(1/a + 1/b) + flat_tol + 1e-12
+
+    (4 standard errors of a difference of two medians of a and b noisy values, the median's
+    sd being 1.25 sigma / sqrt(size), plus flat_tol = 0.01 in ln L, i.e. 1%), point k
+    starts the floor when
+
+    1. S holds at least `min_points` save times;
+    2. S starts at its level: median(y_k, y_k+1, y_k+2) - median(y_B) <= thr(3, |B|);
+    3. S stopped decreasing: it is flat, median(y_A) - median(y_B) <= thr(|A|, |B|), or
+       its decay is buried in its noise, r_S h <= sigma (h = D / (|S| - 1), the mean save
+       interval) while r_P >= `rate_drop` r_S (the rate fell at least 3-fold);
+    4. the decay before was visible: r_P D >= `significance` thr(|A|, |B|): at the
+       earlier rate the tail would have lost 3 x what the flatness test allows (itself
+       4 standard errors), so the change of regime is not noise.
+
+    The first such k is returned. A decay that slows down (power law 1/t, a slower second
+    phase, a plateau that resumes) is not a floor: its level keeps falling by more than 1%
+    plus noise across any tail long enough for 4., so it fails 2. A round-off floor (noisy,
+    with dips decades deep at isolated points: medians ignore them), a solver-error floor
+    that still drifts down slowly under noise of order 1, and a loss settling on a constant
+    (L = L_f + decay) are floors.
+
+    Arguments:
+        ts: (k,) increasing times; loss: (k,) positive losses.
+        flat_tol: decay in ln L (beyond the noise) a flat floor may still show.
+        significance: how many times larger the decay at the earlier rate must be.
+        rate_drop: how much slower a noise-dominated floor must decay than the loss before.
+        min_points: fewest save times in a floor.
+
+    Returns:
+        The index of the first floor point, or None when there is no floor.
     """
-    logl = np.log10(np.asarray(loss, dtype=np.float64))
+    y = np.log(np.asarray(loss, dtype=np.float64))
     t = np.asarray(ts, dtype=np.float64)
     n = t.size
-    w = max(3, n // 20)
-    for k in range(w, n - 2):
-        if logl[k] - np.median(logl[k:]) >= 1.0:
+    for k in range(1, n - min_points + 1):
+        ys, tt = y[k:], t[k:]
+        span = tt[-1] - tt[0]
+        in_a = tt <= tt[0] + span / 3.0
+        in_b = tt >= tt[-1] - span / 3.0
+        na, nb = int(in_a.sum()), int(in_b.sum())
+        sigma = _noise_sd(tt, ys)
+        level = np.median(ys[in_b])
+        if np.median(ys[:3]) - level > 5.0 * sigma * np.sqrt(1.0 / 3 + 1.0 / nb) + flat_tol:
             continue
-        pre = (logl[k - w] - logl[k]) / (t[k] - t[k - w])
-        if pre > 0 and pre * (t[-1] - t[k]) > decades:
+        p = np.nonzero(t[: k + 1] >= t[k] - span)[0]
+        p = np.arange(min(int(p[0]), k - 1), k + 1)
+        if p.size >= 3:
+            r_p = -_ols(t[p], y[p])[0]
+        else:
+            r_p = (y[p[0]] - y[k]) / (t[k] - t[p[0]])
+        thr = 5.0 * sigma * np.sqrt(1.0 / na + 1.0 / nb) + flat_tol + 1e-12
+        if r_p * span < significance * thr:
+            continue
+        flat = np.median(ys[in_a]) - level <= thr
+        r_s = -_ols(tt, ys)[0]
+        buried = r_s * span / (tt.size - 1) <= sigma and r_p >= rate_drop * r_s
+        if flat or buried:
             return k
     return None
 

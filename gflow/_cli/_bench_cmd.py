@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
+
+from . import HelpFormatter
 
 
 def add_parser(sub) -> None:
@@ -20,10 +23,16 @@ def add_parser(sub) -> None:
             "step), latency (first-call compile), stiff (implicit matrix-free vs Tsit5). "
             "--quick runs small sizes in a few minutes."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--quick", action="store_true", help="small sizes (a few minutes)")
-    p.add_argument("--out", default="benchmarks/results", help="output folder")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output folder (default: a new folder runs/bench-YYYYMMDD-HHMMSS, so the "
+        "committed benchmarks/results are never overwritten; pass --out benchmarks/results "
+        "to regenerate them)",
+    )
     p.add_argument(
         "--only", nargs="+", default=None, metavar="NAME", help="run only these benchmarks"
     )
@@ -46,13 +55,26 @@ def find_suite() -> Path:
     )
 
 
+def fresh_bench_folder(root: str | Path = "runs") -> Path:
+    """A folder that does not exist yet: root/bench-YYYYMMDD-HHMMSS (with -2, -3, ... when
+    taken)."""
+    base = Path(root) / time.strftime("bench-%Y%m%d-%H%M%S")
+    out, k = base, 1
+    while out.exists():
+        k += 1
+        out = base.with_name(f"{base.name}-{k}")
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     suite = str(find_suite())
     if suite not in sys.path:
         sys.path.insert(0, suite)
     from gflow_bench._run import run_all, summary
 
-    results = run_all(args.out, quick=args.quick, only=args.only, figures=args.figures)
+    out = fresh_bench_folder() if args.out is None else args.out
+    print(f"writing benchmark results to {out}")
+    results = run_all(out, quick=args.quick, only=args.only, figures=args.figures)
     for line in summary(results):
         print(line)
     return 0

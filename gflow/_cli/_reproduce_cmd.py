@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .._experiments._spec import EXPERIMENTS
+from . import HelpFormatter
 
 
 def add_parser(sub) -> None:
@@ -19,14 +20,14 @@ def add_parser(sub) -> None:
             + ", ".join(EXPERIMENTS)
             + ". See docs/reproduction.md."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("name", help="experiment name, or 'all'")
     p.add_argument(
         "--quick", action="store_true", help="reduced size (a few minutes per experiment)"
     )
     p.add_argument(
-        "--seeds", type=int, default=None, help="seeds per ensemble (None: the config's)"
+        "--seeds", type=int, default=None, help="seeds per ensemble (default: the config's)"
     )
     p.add_argument(
         "--out",

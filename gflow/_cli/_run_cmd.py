@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from . import HelpFormatter
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -22,9 +24,11 @@ def add_parser(sub) -> None:
             "--resume continues it. Exit status: 0 completed, 1 not completed (partial "
             "results saved), 2 bad input, 130 interrupted."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
-    p.add_argument("config", nargs="?", default=None, help="TOML config (default: built-in)")
+    p.add_argument(
+        "config", nargs="?", default=None, help="TOML config (default: the built-in config)"
+    )
     p.add_argument("--out", default="runs/default", help="output folder")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--print-config", action="store_true", help="print the complete config and exit")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import HelpFormatter
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -18,7 +20,7 @@ def add_parser(sub) -> None:
             "run. Writes DIR/points/ID/ (result files of each point), DIR/summary.csv and "
             "DIR/sweep.json. Format: docs/scaling.md."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("sweep", help="sweep TOML file (name, base, [grid])")
     p.add_argument("--out", default="runs/sweep", help="output folder")

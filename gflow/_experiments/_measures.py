@@ -5,7 +5,7 @@ linearized flow, feature movement).
 What is added here is what an ensemble needs: metrics of the form fn(model, data), so
 that each member is measured on its own training inputs, and the log-log slope fit.
 
-Formulas (PAPER.md). H(t) is the eta-weighted tangent kernel of the trained layers. For
+Formulas (docs/paper.md). H(t) is the eta-weighted tangent kernel of the trained layers. For
 the trained layer W, H_W = K o G with K = X X^T (two-layer) or Phi Phi^T D^-2b
 (three-layer) and G_kl = eta_W m^-2a sum_i c_i^2 s'(u_ik) s'(u_il); Schur:
 lambda_min(H) >= lambda_min(H_W) >= lambda_min(K) min_k G_kk.

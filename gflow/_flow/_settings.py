@@ -10,6 +10,7 @@ import diffrax
 import numpy as np
 
 from ._controller import PIDController
+from ._precision import check_rtol_resolution
 from ._solvers import make_solver
 from ._times import check_ts, default_ts
 
@@ -115,6 +116,7 @@ def prepare_flow(
     if not np.isfinite(t0) or not float(t1) > t0:
         raise ValueError(f"t1: must be greater than t0 = {t0}, got {t1}.")
     check_positive("rtol", rtol)
+    check_rtol_resolution(rtol)  # warns when rtol < eps of the state's dtype
     check_positive("atol", atol)
     check_positive("dt0", dt0, allow_none=True)
     check_positive("loss_target", loss_target, allow_none=True)

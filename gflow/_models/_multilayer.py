@@ -28,7 +28,7 @@ class MultiLayer(AbstractModel):
 
     Features (depth - 2 fixed layers of width D):
         h^1(x) = phi(Z_1 x),  h^k(x) = phi(D^-1/2 Z_k h^{k-1}(x)),  h = h^{depth-2}.
-    Scalings (PAPER.md): "mf" a = b = 1; "mf-sqrt" a = 1, b = 1/2; "ntk" a = b = 1/2.
+    Scalings (docs/paper.md): "mf" a = b = 1; "mf-sqrt" a = 1, b = 1/2; "ntk" a = b = 1/2.
 
     Shapes: Z[0] (D, d), Z[k>0] (D, D) fixed; W (m, D) trained; c (m,) fixed unless
     `train_output`. Input x (n, d) -> output (n,). Init: every entry N(0, 1).

@@ -26,7 +26,7 @@ class TwoLayer(AbstractModel):
     (n, k): f_a(x) = m^-a sum_i c_ia s(w_i . x).
     Init: W_ij ~ N(0, 1), c_i ~ N(0, 1) (use inputs with |x| ~ 1).
 
-    Time convention (PAPER.md): d theta/dt = -eta grad L with eta = m under "mf" (each
+    Time convention (docs/paper.md): d theta/dt = -eta grad L with eta = m under "mf" (each
     neuron moves O(1) in O(1) time) and eta = 1 under "ntk"; `eta()` returns it per layer.
     Either layer can be frozen (`train_first`, `train_second`).
     """
