@@ -132,9 +132,12 @@ def test_failed_resume_leaves_no_folder(tmp_path, capsys):
 def test_bench_default_out_is_fresh(tmp_path, monkeypatch):
     """`gflow bench` without --out writes into a new runs/bench-... folder, never into
     the committed benchmarks/results."""
-    import gflow._bench._run as bench_run
+    import sys
 
-    from gflow._cli._bench_cmd import fresh_bench_folder
+    from gflow._cli._bench_cmd import find_suite, fresh_bench_folder
+
+    sys.path.insert(0, str(find_suite()))  # the repository's benchmark code
+    import gflow_bench._run as bench_run
 
     seen = {}
 

@@ -154,9 +154,9 @@ def test_issue_digits_run_no_phantom_floor(tmp_path, monkeypatch, capsys):
     seen = {}
     real_plot = run_mod.plot_loss
 
-    def spy(path, ts, loss, *, fit=None, **kw):
+    def spy(sol, fit=None, **kw):
         seen["fit"] = fit
-        return real_plot(path, ts, loss, fit=fit, **kw)
+        return real_plot(sol, fit, **kw)
 
     monkeypatch.setattr(run_mod, "plot_loss", spy)
     cfg = tmp_path / "digits.toml"
