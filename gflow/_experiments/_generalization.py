@@ -91,9 +91,7 @@ def make_data(s: dict[str, Any], task: str, n: int, seed: int) -> dict[str, Any]
                 f"digits_n: n = {n} leaves {n_test} test images after {n_val} for "
                 f"validation (of {x.shape[0]}); use n <= {x.shape[0] - n_val - 50}."
             )
-        idx = np.random.default_rng(4000 + seed).permutation(x.shape[0])[
-            : n + n_val + n_test
-        ]
+        idx = np.random.default_rng(4000 + seed).permutation(x.shape[0])[: n + n_val + n_test]
         x, y = x[idx], y[idx]
         probe = None
     else:
@@ -278,8 +276,20 @@ def run_point(spec: dict[str, Any], point: dict[str, Any]):
     for b, (arm, head, k) in enumerate(labels):
         rec = arms.setdefault(arm, {}).setdefault(
             head,
-            {key: [] for key in ("stop", "end", "t_stop", "train_end", "test_init", "r2_z",
-                                 "r2_he2", "r2_z_init", "r2_he2_init")},
+            {
+                key: []
+                for key in (
+                    "stop",
+                    "end",
+                    "t_stop",
+                    "train_end",
+                    "test_init",
+                    "r2_z",
+                    "r2_he2",
+                    "r2_z_init",
+                    "r2_he2_init",
+                )
+            },
         )
         rec["stop"].append(float(test_stop[b]))
         rec["end"].append(float(test[b, -1]))
@@ -391,3 +401,37 @@ def verdict(records: list[dict[str, Any]]) -> dict[str, Any]:
     else:
         word = "partly"
     return {"verdict": word, "per_point": per_point}
+
+
+def table(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (task, n): test loss at the validation-chosen time (mean over seeds)
+    per arm and baseline of each head, and the paired statistics."""
+    rows = []
+    for r in records:
+        s = r["summary"]
+        row = {
+            "task": s["task"],
+            "n": s["n"],
+            "seeds": s["seeds"],
+            "wall_seconds": r["wall_seconds"],
+        }
+        for head in HEADS:
+            row[head] = {
+                arm: float(np.mean(s["arms"][arm][head]["stop"]))
+                for arm in (*ARM_NAMES, *BASELINES)
+            }
+            row[head]["train_end"] = {
+                arm: float(np.mean(s["arms"][arm][head]["train_end"])) for arm in ARM_NAMES
+            }
+            if s["task"] == "single-index":
+                row[head]["r2"] = {
+                    arm: {
+                        q: float(np.mean(s["arms"][arm][head][q]))
+                        for q in ("r2_z_init", "r2_z", "r2_he2_init", "r2_he2")
+                    }
+                    for arm in ARM_NAMES
+                }
+        row["paired"] = s["paired"]
+        row["paired_by_head"] = s["paired_by_head"]
+        rows.append(row)
+    return rows

@@ -53,7 +53,7 @@ def paired(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
 
 
 def outcome(stat: dict[str, Any]) -> str:
-    """"a>b" when the 95% interval of a - b lies above 0, "a<b" when below, else "none"."""
+    """ "a>b" when the 95% interval of a - b lies above 0, "a<b" when below, else "none"."""
     lo, hi = stat["ci95"]
     if np.isfinite(lo) and lo > 0:
         return "a>b"
