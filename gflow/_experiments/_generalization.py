@@ -138,10 +138,18 @@ def arm_scales(scaling: str, head: str, m: int, D: int) -> dict[str, float]:
 
 
 def predict(p: dict[str, Any], h: jax.Array) -> jax.Array:
-    """f on precomputed features h (q, D) for one member's parameters p."""
+    """f on precomputed features h (q, D) for one member's parameters p.
+
+    The two halves of the neurons are summed separately with identical operations, so an
+    antisymmetric initialization (second half = first half with c negated) gives
+    f_0 = a + (-a) = 0 exactly, not up to round-off."""
     W = p["W0"] + p["sW"] * p["dW"]
     c = p["c0"] + p["sc"] * p["dc"]
-    return p["alpha"] * jnp.tanh(p["beta"] * h @ W.T) @ c
+    half = W.shape[0] // 2
+    parts = [
+        jnp.tanh(p["beta"] * (h @ W[sl].T)) @ c[sl] for sl in (slice(0, half), slice(half, None))
+    ]
+    return p["alpha"] * (parts[0] + parts[1])
 
 
 def _loss(p):
