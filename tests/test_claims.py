@@ -168,8 +168,15 @@ def test_separated_inputs_and_their_check():
         separated_sphere(16, 2, 0.5, seed=0)  # 16 x 0.5 > 2 pi: impossible
 
 
-def _seed(rate, cert, linear=True):
-    return {"rate": rate, "certified_rate": cert, "ratio": rate / cert, "linear": linear}
+def _seed(rate, cert, converged=True):
+    return {
+        "rate": rate,
+        "certified_rate": cert,
+        "ratio": rate / cert,
+        "linear": converged,
+        "decades": 7.0 if converged else 5.0,
+        "status": {"gronwall": "pass"},
+    }
 
 
 def test_claim2_ratio_verdict_rules():
@@ -180,7 +187,13 @@ def test_claim2_ratio_verdict_rules():
     assert v["raw_rate_spread"] > 500
     rows[1] = (8, [_seed(1e-2, 1e-4)])  # ratio 100 vs 2: spread 50
     assert ratio_verdict(rows)["verdict"] == "partly"
-    rows[1] = (8, [_seed(1e-2, 4e-3, linear=False)])
+    rows[1] = (8, [_seed(1e-2, 4e-3, converged=False)])
+    assert ratio_verdict(rows)["verdict"] == "not reproduced"
+    # a rate that grows along the run (R^2 < 0.99) still converged linearly
+    rows[1] = (8, [{**_seed(1e-2, 4e-3), "linear": False}])
+    v = ratio_verdict(rows)
+    assert v["verdict"] == "reproduced" and not v["all_linear"]
+    rows[1] = (8, [{**_seed(1e-2, 4e-3), "status": {"gronwall": "fail"}}])
     assert ratio_verdict(rows)["verdict"] == "not reproduced"
 
 

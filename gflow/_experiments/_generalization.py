@@ -388,7 +388,8 @@ def verdict(records: list[dict[str, Any]]) -> dict[str, Any]:
     "ntk better" if below, else "no difference". Verdict: "reproduced" if mf is better at
     half or more of the n on the single-index task and ntk is better at no (task, n);
     "contradicted" if ntk is better at half or more of the n of some task; "not
-    reproduced" if mf is better nowhere; otherwise "partly"."""
+    reproduced" if mf is better nowhere; otherwise "partly". Reported next to it, not part
+    of the verdict: mf (head W) minus the best baseline at each point, paired."""
     by_task: dict[str, list[str]] = {}
     per_point = []
     for r in records:
@@ -397,7 +398,20 @@ def verdict(records: list[dict[str, Any]]) -> dict[str, Any]:
             outcome(s["paired"]["ntk_minus_mf"])
         ]
         by_task.setdefault(s["task"], []).append(o)
-        per_point.append({"task": s["task"], "n": s["n"], "outcome": o})
+        entry = {"task": s["task"], "n": s["n"], "outcome": o}
+        if "arms" in s:
+            # qualifier: mf (head W) against the best baseline at this point (lowest mean)
+            means = {b_: np.mean(s["arms"][b_]["W"]["stop"]) for b_ in BASELINES}
+            best = min(means, key=means.get)
+            stat = paired(s["arms"]["mf"]["W"]["stop"], s["arms"][best]["W"]["stop"])
+            entry["best_baseline"] = best
+            entry["mf_minus_best_baseline"] = stat
+            entry["mf_vs_best_baseline"] = {
+                "a>b": "baseline better",
+                "a<b": "mf better",
+                "none": "no difference",
+            }[outcome(stat)]
+        per_point.append(entry)
     flat = [o for v in by_task.values() for o in v]
     si = by_task.get("single-index", [])
     if any(v.count("ntk better") * 2 >= len(v) for v in by_task.values()):

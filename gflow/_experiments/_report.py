@@ -136,6 +136,14 @@ def generalization_table(summary: dict[str, Any]) -> str:
             f"Verdict by the rules: **{v['verdict']}** ("
             + ", ".join(f"{p['task']} n={p['n']}: {p['outcome']}" for p in v["per_point"])
             + ")",
+            "",
+            "Qualifier, mf (head W) minus the best baseline: "
+            + "; ".join(
+                f"{p['task']} n={p['n']}: {p['best_baseline']} "
+                f"{_ci(p['mf_minus_best_baseline'])} -> {p['mf_vs_best_baseline']}"
+                for p in v["per_point"]
+                if "best_baseline" in p
+            ),
         ]
     return "\n".join(lines)
 
@@ -165,7 +173,8 @@ def ratio_table(summary: dict[str, Any]) -> str:
         lines.append(
             f"\nHead {head}: verdict by the rules **{v['verdict']}**; spread of the per-d "
             f"geometric-mean ratio {_g(v['ratio_spread'])} (raw rate spread "
-            f"{_g(v['raw_rate_spread'])}); all linear {v['all_linear']}, all certified "
+            f"{_g(v['raw_rate_spread'])}); all converged (>= 6 decades, under the envelope) "
+            f"{v['all_converged']}, all linear (R^2 >= 0.99 too) {v['all_linear']}, all certified "
             f"{v['all_certified']}."
         )
     return "\n".join(lines)
