@@ -193,6 +193,9 @@ def test_claim2_ratio_verdict_rules():
     rows[1] = (8, [{**_seed(1e-2, 4e-3), "linear": False}])
     v = ratio_verdict(rows)
     assert v["verdict"] == "reproduced" and not v["all_linear"]
+    # reaching the loss target counts even when it lies < 6 decades below L(0)
+    rows[1] = (8, [{**_seed(1e-2, 4e-3, converged=False), "result": "loss_target_reached"}])
+    assert ratio_verdict(rows)["verdict"] == "reproduced"
     rows[1] = (8, [{**_seed(1e-2, 4e-3), "status": {"gronwall": "fail"}}])
     assert ratio_verdict(rows)["verdict"] == "not reproduced"
 

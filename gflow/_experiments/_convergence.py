@@ -146,7 +146,8 @@ RATIO_SPREAD_MAX = 10.0
 def ratio_verdict(rows_per_seed: list[tuple[int, list[dict[str, Any]]]]) -> dict[str, Any]:
     """Claim 2 verdict from the main arm's seeds, grouped by d: list of (d, per_seed).
 
-    Rules: a seed "converged linearly" when its loss fell by >= 6 decades and stayed
+    Rules: a seed "converged linearly" when its loss reached the loss target (per-seed
+    "result" == "loss_target_reached") or fell by >= 6 decades, and stayed
     under the certified exponential envelope L(0) exp(-(2/n) int lambda_min(H)) (the
     Gronwall check did not fail). "reproduced" if every seed converged linearly, every
     certified rate (2/n) min_t lambda_min(H(t)) is positive, and the geometric mean of
@@ -168,7 +169,9 @@ def ratio_verdict(rows_per_seed: list[tuple[int, list[dict[str, Any]]]]) -> dict
     seeds = [p for _, ps in rows_per_seed for p in ps]
     linear = all(p["linear"] for p in seeds)
     converged = all(
-        p["decades"] >= DECADES_REQUIRED and p["status"].get("gronwall") != "fail" for p in seeds
+        (p.get("result") == "loss_target_reached" or p["decades"] >= DECADES_REQUIRED)
+        and p["status"].get("gronwall") != "fail"
+        for p in seeds
     )
     certified = all(p["certified_rate"] > 0 for p in seeds)
     if converged and certified and spread <= RATIO_SPREAD_MAX:
@@ -245,7 +248,8 @@ def run_point(name: str, spec: dict[str, Any], point: dict[str, Any]):
         seed_summary(m.ts, m.loss, m.metrics["lam"], m.metrics["schur"], s["n"])
         for m in ens.members
     ]
-    for p in per_seed:
+    for p, result in zip(per_seed, ens.results, strict=True):
+        p["result"] = result
         p["ratio"] = _ratio(p["rate"], p["certified_rate"])
         p["ratio_schur"] = _ratio(p["rate"], p["certified_rate_schur"])
     rates = np.array([p["rate"] for p in per_seed])

@@ -96,7 +96,15 @@ def _multilayer_verdict(records: list[dict[str, Any]]) -> dict[str, Any]:
     out = {}
     for head in dict.fromkeys(r["summary"].get("head", "W") for r in records):
         rows = [
-            (r["summary"]["d"], r["summary"]["per_seed"])
+            (
+                r["summary"]["d"],
+                [
+                    {"result": res, **p}
+                    for p, res in zip(
+                        r["summary"]["per_seed"], r["summary"]["results"], strict=True
+                    )
+                ],
+            )
             for r in records
             if r["summary"].get("head", "W") == head
         ]
