@@ -16,8 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .._io import _atomic_write, versions, write_json
 from . import _convergence, _feature_learning, _generalization, _report
 from ._spec import EXPERIMENTS, load_spec
@@ -75,19 +73,43 @@ def _feature_checks(slopes: dict[str, Any]) -> dict[str, Any]:
     return checks
 
 
-def _generalization_checks(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    checks = {}
-    for task in dict.fromkeys(r["task"] for r in rows):
-        by = {r["scaling"]: r for r in rows if r["task"] == task}
-        if "mf" in by and "ntk" in by:
-            mf, ntk = by["mf"], by["ntk"]
-            checks[f"{task}: mf test loss < ntk test loss (means)"] = bool(
-                mf["test_final_mean"] < ntk["test_final_mean"]
-            )
-            gap = ntk["test_final_mean"] - mf["test_final_mean"]
-            spread = np.hypot(mf["test_final_std"], ntk["test_final_std"])
-            checks[f"{task}: mf better by more than the combined sd"] = bool(gap > spread)
+def _generalization_checks(records: list[dict[str, Any]], verdict: dict[str, Any]):
+    """Per (task, n) outcome of the main comparison and the verdict (rules in
+    `_generalization.verdict`); the other pairs and heads as recorded outcomes."""
+    checks: dict[str, Any] = {
+        "verdict (claim 4, rules of docs/reproduction.md)": verdict["verdict"]
+    }
+    for r in records:
+        s = r["summary"]
+        for head, by_t in s["paired_by_head"].items():
+            for pair, stat in by_t["stop"].items():
+                lo, hi = stat["ci95"]
+                checks[f"{s['task']} n={s['n']} head {head} {pair} (validation stop)"] = (
+                    f"{stat['mean']:+.3g} [{lo:+.3g}, {hi:+.3g}], Wilcoxon p "
+                    f"{stat['wilcoxon_p']:.3g}, {stat['n_positive']}/{stat['n']} seeds > 0"
+                )
     return checks
+
+
+def _multilayer_verdict(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Claim 2 v2: `_convergence.ratio_verdict` on the main arm (head "W"), and on "Wc"."""
+    out = {}
+    for head in dict.fromkeys(r["summary"].get("head", "W") for r in records):
+        rows = [
+            (
+                r["summary"]["d"],
+                [
+                    {"result": res, **p}
+                    for p, res in zip(
+                        r["summary"]["per_seed"], r["summary"]["results"], strict=True
+                    )
+                ],
+            )
+            for r in records
+            if r["summary"].get("head", "W") == head
+        ]
+        out[head] = _convergence.ratio_verdict(rows)
+    return out
 
 
 def reproduce(
@@ -123,6 +145,16 @@ def reproduce(
         result = {"table": _convergence.table(records)}
         result["checks"] = _convergence_checks(name, result["table"])
         fig = _figures.convergence_figure(records, title, mark_n=name == "shallow-dn")
+        if "heads" in spec["settings"]:
+            result["verdict"] = _multilayer_verdict(records)
+            main = result["verdict"].get("W", next(iter(result["verdict"].values())))
+            result["checks"]["verdict (claim 2, main arm, rules of docs/reproduction.md)"] = main[
+                "verdict"
+            ]
+            result["checks"]["fitted / certified rate: spread of per-d geometric means"] = main[
+                "ratio_spread"
+            ]
+            _figures.save(_figures.rate_certificate_figure(records, title), root / f"{name}-ratio")
     elif name == "feature-learning":
         records = run_sweep(
             spec,
@@ -142,10 +174,16 @@ def reproduce(
             root,
             log=log,
         )
-        result = {"table": _generalization.table(records)}
-        result["checks"] = _generalization_checks(result["table"])
-        fig = _figures.generalization_figure(records, title)
-    figures = _figures.save(fig, root / name)
+        curves = _generalization.curves(records)
+        verdict = _generalization.verdict(records)
+        result = {
+            "table": _generalization.table(records),
+            "curves": curves,
+            "verdict": verdict,
+            "checks": _generalization_checks(records, verdict),
+        }
+        fig = _figures.generalization_figure(records, curves, title)
+    figures = _figures.save(fig, root / name) + result.pop("_extra_figures", [])
     summary = {
         **{k: spec[k] for k in ("name", "version", "claim", "title", "size", "settings")},
         **result,
