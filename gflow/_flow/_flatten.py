@@ -372,13 +372,18 @@ def flatten_problem(
     return problem
 
 
+def _trace(problem: FlatProblem, method: str) -> Any:
+    """The shape of `problem.<method>(theta0)` (tracing only: no compilation)."""
+    dyn, static = eqx.partition(problem, eqx.is_array)
+    return jax.eval_shape(lambda d: getattr(eqx.combine(d, static), method)(d.theta0), dyn)
+
+
 def check_loss(problem: FlatProblem) -> None:
     """The loss must trace to a real scalar on the problem's state (shapes only: no
     compilation, no evaluation); ValueError naming loss_fn otherwise."""
     how = "(params, args)" if problem.with_args else "the params pytree"
     try:
-        dyn, static = eqx.partition(problem, eqx.is_array)
-        out = jax.eval_shape(lambda d: eqx.combine(d, static).loss(d.theta0), dyn)
+        out = _trace(problem, "loss")
     except Exception as exc:  # noqa: BLE001 - report the user's error in one line
         raise ValueError(
             f"loss_fn: calling it on {how} failed ({type(exc).__name__}: {exc}); "
@@ -401,8 +406,7 @@ def check_residual(problem: FlatProblem) -> None:
         )
     how = "(params, args)" if problem.with_args else "the params pytree"
     try:
-        dyn, static = eqx.partition(problem, eqx.is_array)
-        out = jax.eval_shape(lambda d: eqx.combine(d, static).residual(d.theta0), dyn)
+        out = _trace(problem, "residual")
     except Exception as exc:  # noqa: BLE001 - report the user's error in one line
         raise ValueError(
             f"residual_fn: calling it on {how} failed ({type(exc).__name__}: {exc}); it "

@@ -50,43 +50,16 @@ PyTree = Any
 
 
 def make_solve_fn(
-    t0: float,
-    t1: float,
-    *,
-    solver: diffrax.AbstractSolver,
-    stepsize_controller: diffrax.AbstractStepSizeController,
-    dt0: float | None,
-    max_steps: int,
-    save_params: bool = False,
-    metrics: Mapping[str, Callable[[PyTree], jax.Array]] | None = None,
-    loss_target: float | None = None,
-    progress: bool = False,
-    count_evals: bool = False,
-    dense: bool = False,
+    t0: float, t1: float, **settings: Any
 ) -> Callable[[FlatProblem, jax.Array], dict[str, Any]]:
-    """The pure solve `(problem, ts) -> raw outputs` (`_engine.solve` of a `SolveSpec`
-    with these settings), for jitting or vmapping by hand; `integrate` runs the same solve
+    """The pure solve `(problem, ts) -> raw outputs` (`_engine.solve` of the `SolveSpec`
+    that `_engine.make_spec(problem, t0, t1, ts, **settings)` builds: solver,
+    stepsize_controller, dt0, max_steps, save_params, metrics, loss_target, progress,
+    count_evals, dense), for jitting or vmapping by hand; `integrate` runs the same solve
     through the compile cache."""
 
     def run(prob: FlatProblem, ts_arr: jax.Array) -> dict[str, Any]:
-        return _engine.solve(
-            _engine.make_spec(
-                prob,
-                t0,
-                t1,
-                ts_arr,
-                solver=solver,
-                stepsize_controller=stepsize_controller,
-                dt0=dt0,
-                max_steps=max_steps,
-                save_params=save_params,
-                metrics=metrics,
-                loss_target=loss_target,
-                progress=progress,
-                count_evals=count_evals,
-                dense=dense,
-            )
-        )
+        return _engine.solve(_engine.make_spec(prob, t0, t1, ts_arr, **settings))
 
     return run
 
