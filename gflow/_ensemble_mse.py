@@ -21,6 +21,7 @@ from ._flow._ensemble import (
     simulate_ensemble,
     stack_params,
 )
+from ._flow._problem import model_defaults
 from ._models._base import AbstractModel, mse_loss
 
 _DATA_FIELDS = ("x_train", "y_train", "x_test", "y_test")
@@ -154,12 +155,13 @@ def simulate_mse_ensemble(
             **({} if shared else {"data": jtu.tree_map(lambda _: fill, params["data"])}),
         }
 
+    model_eta, model_trainable = model_defaults(models)
     if "eta" not in kwargs:
-        kwargs["eta"] = like(models.eta(), 1.0)
+        kwargs["eta"] = like(model_eta, 1.0)
     elif not isinstance(kwargs["eta"], int | float | np.number):
         kwargs["eta"] = like(kwargs["eta"], 1.0)
     trainable = kwargs.pop("trainable", None)
-    trainable = like(models.trainable() if trainable is None else trainable, False)
+    trainable = like(model_trainable if trainable is None else trainable, False)
     ens = simulate_ensemble(
         loss_fn, params, t1, trainable=trainable, metrics=wrapped, **extra, **kwargs
     )

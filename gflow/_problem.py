@@ -12,8 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._data._dataset import Dataset
-from ._flow._simulate import gradient_descent, simulate
+from ._flow._problem import Problem
+from ._flow._simulate import gradient_descent
 from ._flow._solution import Solution
+from ._flow._solve import solve
 from ._models._base import AbstractModel, mse_loss
 from ._models._losses import LOSSES, accuracy, get_loss, one_hot
 
@@ -194,6 +196,57 @@ def loss_problem(
     return loss_fn, metrics
 
 
+def model_problem_parts(
+    model: AbstractModel,
+    data: Dataset,
+    loss: str = "mse",
+    metrics: Mapping[str, Callable[[Any], jax.Array]] | None = None,
+) -> tuple[Callable, dict[str, Callable], dict[str, jax.Array], Callable | None]:
+    """(loss_fn, metrics, args, residual_fn) of `model` on `data` for `loss`, every
+    function taking (params, args) with the data arrays as args (module-level objects,
+    so a later problem on new data of the same shapes reuses the compiled solve).
+
+    Metrics: `test_loss` with a test split; `train_accuracy` (and `test_accuracy`) for
+    the classification losses; `metrics` (fn(params)) added. A scalar-output MSE
+    problem carries its residuals (for `solver="rosw"`). Used by `Problem.from_model`.
+    """
+    _check(model, data)
+    if loss not in LOSSES:
+        raise ValueError(f"loss: must be one of {list(LOSSES)}, got {loss!r}.")
+    if loss == "mse" and int(getattr(model, "outputs", 1)) == 1:
+        loss_fn, default_metrics, args = mse_parts(model, data)
+        return loss_fn, _metrics(default_metrics, metrics), args, train_residual
+    y_train, y_test = _targets(model, data, loss)
+    fn = get_loss(loss)
+    args = {"x_train": jnp.asarray(data.x_train), "y_train": jnp.asarray(y_train)}
+    classify = loss != "mse"
+    default: dict[str, Callable] = (
+        {"train_accuracy": OnSplit(accuracy, "train")} if classify else {}
+    )
+    if data.n_test:
+        args.update(x_test=jnp.asarray(data.x_test), y_test=jnp.asarray(y_test))
+        default["test_loss"] = OnSplit(fn, "test")
+        if classify:
+            default["test_accuracy"] = OnSplit(accuracy, "test")
+    return OnSplit(fn, "train"), _metrics(default, metrics), args, None
+
+
+def _model_problem(
+    model: AbstractModel,
+    data: Dataset,
+    loss: str,
+    metrics: Mapping[str, Callable[[Any], jax.Array]] | None,
+    kwargs: dict[str, Any],
+) -> Problem:
+    """`Problem.from_model`, with the overrides a front end accepts as keywords (eta,
+    trainable, residual_fn) moved out of `kwargs` onto the problem."""
+    prob = Problem.from_model(model, data, loss, metrics=metrics)
+    changes = {k: kwargs.pop(k) for k in ("eta", "trainable") if k in kwargs}
+    if "residual_fn" in kwargs:
+        changes["residual"] = kwargs.pop("residual_fn")
+    return prob.replace(**changes) if changes else prob
+
+
 def simulate_loss(
     model: AbstractModel,
     data: Dataset,
@@ -204,31 +257,11 @@ def simulate_loss(
     **kwargs: Any,
 ) -> Solution:
     """Simulate gradient flow on `loss` ("mse", "logistic", "cross-entropy") of `model` on
-    `data`, at the model's natural time scale and with its trainable layers, as
-    `simulate_mse` does (which is `simulate_loss(..., loss="mse")`). The metrics of
-    `loss_problem` are recorded (test loss, accuracies)."""
-    if loss == "mse":
-        return simulate_mse(model, data, t1, metrics=metrics, **kwargs)
-    _check(model, data)
-    y_train, y_test = _targets(model, data, loss)
-    fn = get_loss(loss)
-    args = {"x_train": jnp.asarray(data.x_train), "y_train": jnp.asarray(y_train)}
-    default_metrics: dict[str, Callable] = {"train_accuracy": OnSplit(accuracy, "train")}
-    if data.n_test:
-        args.update(x_test=jnp.asarray(data.x_test), y_test=jnp.asarray(y_test))
-        default_metrics.update(
-            test_loss=OnSplit(fn, "test"), test_accuracy=OnSplit(accuracy, "test")
-        )
-    kwargs.setdefault("eta", model.eta())
-    kwargs.setdefault("trainable", model.trainable())
-    return simulate(
-        OnSplit(fn, "train"),
-        model,
-        t1,
-        metrics=_metrics(default_metrics, metrics),
-        args=args,
-        **kwargs,
-    )
+    `data`, at the model's natural time scale and with its trainable layers:
+    `solve(Problem.from_model(model, data, loss), t1, **kwargs)`. The metrics of
+    `loss_problem` are recorded (test loss, accuracies); `eta=`, `trainable=` override
+    the model's."""
+    return solve(_model_problem(model, data, loss, metrics, kwargs), t1, **kwargs)
 
 
 def simulate_mse(
@@ -240,20 +273,15 @@ def simulate_mse(
     **kwargs: Any,
 ) -> Solution:
     """Simulate gradient flow on the MSE loss of `model` on `data`, at the model's
-    natural time scale (`model.eta()`) and with its trainable layers (`model.trainable()`).
+    natural time scale (`model.eta()`) and with its trainable layers (`model.trainable()`):
+    `solve(Problem.from_model(model, data), t1, **kwargs)`.
 
     Keyword arguments go to `simulate` (ts, solver, rtol, atol, loss_target, ...); pass
     `eta=` or `trainable=` to override the model's. A `test_loss` metric is recorded when
     the dataset has a test split. The training residuals are passed as `residual_fn`
     (for `solver="rosw"`).
     """
-    loss_fn, default_metrics, args = mse_parts(model, data)
-    kwargs.setdefault("eta", model.eta())
-    kwargs.setdefault("trainable", model.trainable())
-    kwargs.setdefault("residual_fn", train_residual)
-    return simulate(
-        loss_fn, model, t1, metrics=_metrics(default_metrics, metrics), args=args, **kwargs
-    )
+    return simulate_loss(model, data, t1, loss="mse", metrics=metrics, **kwargs)
 
 
 def descend_mse(
@@ -266,15 +294,5 @@ def descend_mse(
     **kwargs: Any,
 ) -> Solution:
     """Gradient descent on the same problem as `simulate_mse` (learning rate dt * eta)."""
-    loss_fn, default_metrics, args = mse_parts(model, data)
-    kwargs.setdefault("eta", model.eta())
-    kwargs.setdefault("trainable", model.trainable())
-    return gradient_descent(
-        loss_fn,
-        model,
-        dt,
-        n_steps,
-        metrics=_metrics(default_metrics, metrics),
-        args=args,
-        **kwargs,
-    )
+    prob = _model_problem(model, data, "mse", metrics, kwargs)
+    return gradient_descent(prob.loss, prob.params, dt, n_steps, **prob.call_kwargs(), **kwargs)

@@ -23,11 +23,12 @@ from ._analysis._pipeline import RunAnalysis
 from ._analysis._rate import RateFit, fit_rate
 from ._config import build_data, build_model, dumps_toml
 from ._flow._checkpoint import Checkpoint
+from ._flow._problem import Problem
 from ._flow._solution import Solution
+from ._flow._solve import solve
 from ._flow._times import default_ts
 from ._io import SCHEMA_VERSION, versions, write_json, write_npz, write_text
 from ._plots import figure_title, plot_kernel, plot_loss, save_figure
-from ._problem import simulate_loss
 
 CHECKPOINT_FILE = "checkpoint.npz"
 _FREE_OUTPUT = ("progress", "checkpoint_seconds")  # may change between a run and its resume
@@ -173,16 +174,13 @@ def run_config(
     fc = cfg["flow"]
     n_save = fc["n_save"]
     ts = default_ts(0.0, fc["t1"], n_linear=n_save // 2 + 1, n_log=n_save - n_save // 2)
-    kwargs: dict[str, Any] = {}
-    if fc["eta"] is not None:
-        kwargs["eta"] = fc["eta"]
     analysis = RunAnalysis(cfg["analysis"], model, data, eta=fc["eta"], loss=fc["loss"])
-    sol = simulate_loss(
-        model,
-        data,
+    problem = Problem.from_model(model, data, fc["loss"], metrics=analysis.metrics)
+    if fc["eta"] is not None:
+        problem = problem.replace(eta=fc["eta"])
+    sol = solve(
+        problem,
         fc["t1"],
-        loss=fc["loss"],
-        metrics=analysis.metrics,
         ts=ts,
         solver=fc["solver"],
         rtol=fc["rtol"],
@@ -193,7 +191,6 @@ def run_config(
         save_params=cfg["output"]["save_params"],
         progress=cfg["output"]["progress"] if progress is None else progress,
         checkpoint=checkpoint_for(cfg, out, resume),
-        **kwargs,
     )
     fit = try_fit_rate(sol)
     decay = try_fit_decay(sol)

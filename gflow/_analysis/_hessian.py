@@ -22,6 +22,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from .._flow._flatten import FlatProblem, flatten_problem
+from .._flow._problem import Problem
 from ._along import trajectory_length
 
 PyTree = Any
@@ -96,8 +97,8 @@ def flat_top_eigs(
 
 
 def hessian_lambda_max(
-    loss_fn: Callable[[PyTree], jax.Array],
-    params: PyTree,
+    loss_fn: Callable[[PyTree], jax.Array] | Problem,
+    params: PyTree = None,
     *,
     eta: Any = None,
     trainable: Any = None,
@@ -107,8 +108,9 @@ def hessian_lambda_max(
     """lambda_max of the loss Hessian, or of diag(eta) H when `eta` is given.
 
     Arguments:
-        loss_fn: params -> scalar loss L.
-        params: the point (a parameter pytree).
+        loss_fn: params -> scalar loss L; or a `Problem`, whose eta (lambda_max of
+            diag(eta) H), trainable filter and args are used.
+        params: the point (a parameter pytree); for a Problem, default its params.
         eta: None for the plain Hessian H; a scalar or per-leaf pytree (as in `simulate`)
             for lambda_max(diag(eta) H), the quantity GD's stability depends on:
             GD with step h (learning rate h * eta) is linearly stable iff
@@ -123,7 +125,20 @@ def hessian_lambda_max(
     """
     if isinstance(num_iters, bool) or not isinstance(num_iters, int) or num_iters < 1:
         raise ValueError(f"num_iters: must be an integer >= 1, got {num_iters!r}.")
-    problem = flatten_problem(loss_fn, params, eta=1.0 if eta is None else eta, trainable=trainable)
+    if isinstance(loss_fn, Problem):
+        if eta is not None or trainable is not None:
+            raise ValueError(
+                "eta: fixed by the problem; pass problem.replace(eta=..., trainable=...) instead."
+            )
+        prob = loss_fn if params is None else loss_fn.replace(params=params)
+        eta = prob.eta
+        problem = prob.flat()
+    else:
+        if params is None:
+            raise ValueError("params: required (the point where the Hessian is taken).")
+        problem = flatten_problem(
+            loss_fn, params, eta=1.0 if eta is None else eta, trainable=trainable
+        )
     eigs = jax.jit(
         lambda prob, th: flat_top_eigs(
             prob,
@@ -153,7 +168,7 @@ def trajectory_thetas(problem: FlatProblem, params_traj: PyTree) -> jax.Array:
 
 
 def lambda_max_along(
-    problem: FlatProblem,
+    problem: FlatProblem | Problem,
     thetas: Any,
     *,
     preconditioned: bool = True,
@@ -162,7 +177,8 @@ def lambda_max_along(
     """lambda_max(E H) (or of H) at each saved point of a trajectory.
 
     Arguments:
-        problem: the `FlatProblem` of the flow (`flatten_problem(loss_fn, params, eta=...)`).
+        problem: the `Problem` of the flow, or its `FlatProblem`
+            (`flatten_problem(loss_fn, params, eta=...)`).
         thetas: (k, P) flat states, or a parameter pytree with a leading time axis, e.g.
             `sol.params` of `simulate(..., save_params=True)` (flattened with `problem`'s
             trainable filter).
@@ -171,6 +187,8 @@ def lambda_max_along(
     Returns:
         (k,) array; compare with 2 / h to locate GD's edge of stability.
     """
+    if isinstance(problem, Problem):
+        problem = problem.flat()
     if not isinstance(thetas, np.ndarray | jax.Array):
         thetas = trajectory_thetas(problem, thetas)
     thetas = jnp.asarray(thetas)

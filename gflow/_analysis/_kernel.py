@@ -31,8 +31,8 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from .._flow._flatten import as_filter_spec, flatten_problem
-from .._models._base import AbstractModel
-from ._structured import STRUCTURED, structured_kernel
+from .._flow._problem import Problem, model_defaults
+from ._structured import has_closed_form, structured_kernel
 
 PyTree = Any
 _CHUNK_BUDGET = 2**25  # numbers held by one chunk of pulled-back basis vectors
@@ -81,12 +81,38 @@ def jacobian_gram(
 
 def _setup(model: PyTree, eta: Any, trainable: Any):
     """(filter spec, eta vector) of a model: its own eta()/trainable() unless given."""
-    if isinstance(model, AbstractModel):
-        eta = model.eta() if eta is None else eta
-        trainable = model.trainable() if trainable is None else trainable
-    eta = 1.0 if eta is None else eta
+    own_eta, own_trainable = model_defaults(model)
+    eta = own_eta if eta is None else eta
+    trainable = own_trainable if trainable is None else trainable
     prob = flatten_problem(lambda p: jnp.zeros(()), model, eta=eta, trainable=trainable)
     return as_filter_spec(model, trainable), prob.eta
+
+
+def _same_tree(a: Any, b: Any) -> bool:
+    la, ta = jax.tree_util.tree_flatten(a)
+    lb, tb = jax.tree_util.tree_flatten(b)
+    if ta != tb:
+        return False
+    try:
+        pairs = zip(la, lb, strict=True)
+        return all(bool(np.all(np.asarray(u) == np.asarray(v))) for u, v in pairs)
+    except (TypeError, ValueError):
+        return all(u is v for u, v in zip(la, lb, strict=True))
+
+
+def unpack_problem(model: Any, eta: Any, trainable: Any) -> tuple[Any, Any, Any]:
+    """(params, eta, trainable) of a `Problem` (eta/trainable None when they are the
+    model's own, so that closed forms apply), or the arguments unchanged."""
+    if not isinstance(model, Problem):
+        return model, eta, trainable
+    for name, value in (("eta", eta), ("trainable", trainable)):
+        if value is not None:
+            raise ValueError(
+                f"{name}: fixed by the problem; pass problem.replace({name}=...) instead."
+            )
+    own_eta, own_trainable = model_defaults(model.params)
+    own = _same_tree(model.eta, own_eta) and _same_tree(model.trainable, own_trainable)
+    return (model.params, None, None) if own else (model.params, model.eta, model.trainable)
 
 
 def _call(apply_fn: Callable | None, params: PyTree, x: jax.Array) -> jax.Array:
@@ -172,7 +198,7 @@ def _choose(
         or (isinstance(eta, jax.Array | np.ndarray) and eta.ndim == 0)
     )
     fits = (
-        isinstance(model, STRUCTURED)
+        has_closed_form(model)
         and getattr(model, "outputs", 1) == 1
         and trainable is None
         and scalar_eta
@@ -246,7 +272,7 @@ def _check_chunk(chunk_size: Any) -> int | None:
 
 
 def tangent_kernel(
-    model: PyTree,
+    model: PyTree | Problem,
     x: Any,
     x2: Any = None,
     *,
@@ -261,7 +287,7 @@ def tangent_kernel(
 
     Arguments:
         model: the parameters: a gflow model, any callable pytree params(x) -> outputs, or
-            any pytree with `apply_fn`.
+            any pytree with `apply_fn`; or a `Problem` (its params, eta and trainable).
         x: (n, d) inputs; x2: (n2, d) second inputs (default x: the Gram matrix H).
         apply_fn: apply_fn(params, x) -> (n,) or (n, k) outputs (neural-tangents'
             convention); default params(x).
@@ -282,6 +308,7 @@ def tangent_kernel(
         (n, n2) array for scalar outputs, H[k, l] = sum_p eta_p (d f(x_k)/d theta_p)
         (d f(x2_l)/d theta_p); (n k, n2 k) or (k, n, n2) for k outputs (see `outputs`).
     """
+    model, eta, trainable = unpack_problem(model, eta, trainable)
     x = _check_x("x", x)
     chunk_size = _check_chunk(chunk_size)
     outputs = _check_outputs(outputs)
@@ -349,7 +376,7 @@ class KernelTrace:
 
 
 def kernel_metrics(
-    model: PyTree,
+    model: PyTree | Problem,
     x: Any,
     y: Any = None,
     *,
@@ -362,7 +389,8 @@ def kernel_metrics(
     """Save-time metrics recording the tangent kernel during `simulate` (no parameters kept).
 
     Arguments:
-        model: the initial parameters (H(0) for the kernel change is computed from them).
+        model: the initial parameters (H(0) for the kernel change is computed from them),
+            or a `Problem` (its params, eta and trainable).
         x: (n, d) training inputs; y: (n,) targets, or (n, k) for k outputs (for the
             Rayleigh rate and alignment).
         apply_fn: apply_fn(params, x) -> (n,) or (n, k) (default params(x)).
@@ -379,6 +407,7 @@ def kernel_metrics(
         with r = vec(f - y), y = vec(y); unpack the recorded (k, N + 4) array with
         `KernelTrace.from_metric`.
     """
+    model, eta, trainable = unpack_problem(model, eta, trainable)
     x = _check_x("x", x)
     chunk_size = _check_chunk(chunk_size)
     _check_apply(apply_fn, model)

@@ -21,29 +21,29 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from .._models._multilayer import MultiLayer
-from .._models._two_layer import TwoLayer
-from ._structured import layer_parts
+from .._models._base import AbstractModel
+from ._structured import inner_layer, layer_parts
 
 
 def schur_applies(model: Any) -> str | None:
     """None when the Schur bound applies to `model`, else the reason it does not."""
     if getattr(model, "outputs", 1) != 1:
         return f"the bound is for scalar outputs, the model has {model.outputs}"
-    if isinstance(model, TwoLayer):
-        return None if model.train_first else "the first layer W is frozen (train_first=False)"
-    if isinstance(model, MultiLayer):
+    if inner_layer(model) is not None:
         return None
+    trainable = model.layer_trainable() if isinstance(model, AbstractModel) else {}
+    if trainable.get("W") is False:
+        return "the first layer W is frozen (train_first=False)"
     return f"{type(model).__name__} has no trained hidden layer W"
 
 
-def _parts(model: TwoLayer | MultiLayer, x: jax.Array, eta_w: float):
+def _parts(model: AbstractModel, x: jax.Array, eta_w: float):
     """(input Gram X X^T or Phi Phi^T, G) of the first trained layer."""
     gram, g, _ = layer_parts(model, x)  # g without eta
     return gram, eta_w * g
 
 
-def first_layer_kernel(model: TwoLayer | MultiLayer, x: Any, *, eta_w: float | None = None):
+def first_layer_kernel(model: AbstractModel, x: Any, *, eta_w: float | None = None):
     """H_W = (X X^T) o G (two-layer) or (Phi Phi^T) o G (multi-layer), in closed form.
 
     Arguments:
@@ -56,13 +56,13 @@ def first_layer_kernel(model: TwoLayer | MultiLayer, x: Any, *, eta_w: float | N
     reason = schur_applies(model)
     if reason is not None:
         raise ValueError(f"model: the Schur bound does not apply: {reason}.")
-    eta_w = model.layer_eta()["W"] if eta_w is None else float(eta_w)
+    eta_w = model.layer_eta()[inner_layer(model)] if eta_w is None else float(eta_w)
     gram, g = _parts(model, jnp.asarray(x), eta_w)
     return gram * g, gram, g
 
 
 def schur_metrics(
-    model: TwoLayer | MultiLayer, x: Any, *, eta_w: float | None = None
+    model: AbstractModel, x: Any, *, eta_w: float | None = None
 ) -> dict[str, Callable[[Any], jax.Array]]:
     """Save-time metric for `simulate`: {"schur": fn}, fn(params) -> (3,) =
     [lambda_min(H_W), lambda_min(input Gram) * min_k G_kk, min_k G_kk].
@@ -74,7 +74,7 @@ def schur_metrics(
     if reason is not None:
         raise ValueError(f"model: the Schur bound does not apply: {reason}.")
     x = jnp.asarray(x)
-    eta_w = model.layer_eta()["W"] if eta_w is None else float(eta_w)
+    eta_w = model.layer_eta()[inner_layer(model)] if eta_w is None else float(eta_w)
     lam_gram = jax.jit(lambda p: jnp.linalg.eigvalsh(layer_parts(p, x)[0])[0])(model)
 
     def schur(params):

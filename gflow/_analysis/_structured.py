@@ -11,67 +11,54 @@ u_ik = c_i s'(pre_ik) and S_ik = s(pre_ik):
 (each term only when that layer is trained; Phi = the fixed random features). This costs
 O(n^2 (m + d)) instead of the O(n^2 P) of J diag(eta) J^T, and equals it exactly; the tests
 compare it with `tangent_kernel` (jvp/vjp) and with a dense Jacobian.
+
+The analyses ask the model, not its class: `AbstractModel.kernel_layers()` names each
+trained layer's role (linear / inner / outer) and `kernel_factors(x)` gives F, U, S and
+the scale factors; a model without them gets the Jacobian kernel.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from .._models._activations import get_activation
-from .._models._linear import Linear
-from .._models._multilayer import MultiLayer
-from .._models._two_layer import TwoLayer
-
-STRUCTURED = (TwoLayer, MultiLayer, Linear)
+from .._models._base import AbstractModel
 
 
-def _derivative(s: Callable, z: jax.Array) -> jax.Array:
-    """Elementwise s'(z) by a forward-mode product with ones."""
-    return jax.jvp(s, (z,), (jnp.ones_like(z),))[1]
+def has_closed_form(model: Any) -> bool:
+    """Whether `model` declares a closed-form kernel (`kernel_layers()` not empty)."""
+    return isinstance(model, AbstractModel) and bool(model.kernel_layers())
 
 
-def _layer(model: TwoLayer | MultiLayer, x: jax.Array):
-    """(input features, u = c s'(pre), s(pre)) of the trained hidden layer on x."""
-    s = get_activation(model.activation)
-    if isinstance(model, TwoLayer):
-        feats, pre = x, model.pre_activations(x)
-    else:
-        feats = model.features(x)
-        pre = feats @ model.W.T / model.D ** model.exponents[1]
-    return feats, _derivative(s, pre) * model.c, s(pre)
+def inner_layer(model: Any) -> str | None:
+    """The name of the model's trained hidden-layer weights ("inner" role), or None."""
+    if not isinstance(model, AbstractModel):
+        return None
+    return next((k for k, r in model.kernel_layers().items() if r == "inner"), None)
 
 
-def layer_parts(model: TwoLayer | MultiLayer, x: jax.Array, x2: jax.Array | None = None):
-    """(input Gram X X2^T or Phi Phi2^T, U U2^T m^-2a D^-2b, S S2^T m^-2a) of a
-    hidden-layer model, without the eta factors (x2 defaults to x)."""
-    fa, ua, sa = _layer(model, x)
-    fb, ub, sb = (fa, ua, sa) if x2 is None else _layer(model, x2)
-    if isinstance(model, TwoLayer):
-        a, scale_w = model.exponent, 1.0
-    else:
-        a, b = model.exponents
-        scale_w = 1.0 / model.D ** (2 * b)
-    norm = 1.0 / model.m ** (2 * a)
-    return fa @ fb.T, scale_w * norm * (ua @ ub.T), norm * (sa @ sb.T)
-
-
-def _trains_c(model: Any) -> bool:
-    return model.train_second if isinstance(model, TwoLayer) else model.train_output
+def layer_parts(model: AbstractModel, x: jax.Array, x2: jax.Array | None = None):
+    """(input Gram F F2^T, U U2^T m^-2a D^-2b, S S2^T m^-2a) of a hidden-layer model
+    (`kernel_factors`), without the eta factors (x2 defaults to x)."""
+    fa = model.kernel_factors(x)
+    fb = fa if x2 is None else model.kernel_factors(x2)
+    if fa.u is None:
+        raise ValueError(f"model: {type(model).__name__} has no hidden layer.")
+    return fa.feats @ fb.feats.T, fa.w_scale * (fa.u @ fb.u.T), fa.s_scale * (fa.s @ fb.s.T)
 
 
 def structured_kernel(model: Any, x: Any, x2: Any = None, *, eta: float | None = None) -> jax.Array:
-    """The eta-weighted tangent kernel K(x, x2) (n, n2) of a TwoLayer, MultiLayer or Linear
-    model, by the closed forms above (x2 defaults to x: the Gram matrix H).
+    """The eta-weighted tangent kernel K(x, x2) (n, n2) of a model with a closed form
+    (TwoLayer, MultiLayer, Linear, or any model implementing `kernel_layers` and
+    `kernel_factors`), by the formulas above (x2 defaults to x: the Gram matrix H).
 
     Arguments:
         model: the model (its own trainable layers are used). x: (n, d), x2: (n2, d) inputs.
         eta: one time scale for every trained layer, or None for `model.layer_eta()`.
     """
-    if not isinstance(model, STRUCTURED):
+    if not has_closed_form(model):
         raise ValueError(
             f"model: no closed-form kernel for {type(model).__name__}; use tangent_kernel."
         )
@@ -83,13 +70,20 @@ def structured_kernel(model: Any, x: Any, x2: Any = None, *, eta: float | None =
     x = jnp.asarray(x)
     xb = x if x2 is None else jnp.asarray(x2)
     le = model.layer_eta()
-    if isinstance(model, Linear):
-        h = (le["w"] if eta is None else eta) * (x @ xb.T)
-    else:
-        gram, g, ss = layer_parts(model, x, None if x2 is None else xb)
-        h = jnp.zeros_like(gram)
-        if not isinstance(model, TwoLayer) or model.train_first:
-            h = h + (le["W"] if eta is None else eta) * gram * g
-        if _trains_c(model):
-            h = h + (le["c"] if eta is None else eta) * ss
+    fa = model.kernel_factors(x)
+    fb = fa if x2 is None else model.kernel_factors(xb)
+    h = jnp.zeros((x.shape[0], xb.shape[0]), fa.feats.dtype)
+    for name, role in model.kernel_layers().items():
+        e = le[name] if eta is None else eta
+        if role == "linear":
+            h = h + e * fa.w_scale * (fa.feats @ fb.feats.T)
+        elif role == "inner":
+            h = h + e * fa.w_scale * (fa.feats @ fb.feats.T) * (fa.u @ fb.u.T)
+        elif role == "outer":
+            h = h + e * fa.s_scale * (fa.s @ fb.s.T)
+        else:
+            raise ValueError(
+                f"model: kernel_layers() gives layer {name!r} the role {role!r}; the roles are "
+                "'linear', 'inner' and 'outer'."
+            )
     return 0.5 * (h + h.T) if x2 is None else h

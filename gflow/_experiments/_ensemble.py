@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from .._data._dataset import Dataset
 from .._ensemble_mse import ensemble_models
 from .._flow._ensemble import EnsembleSolution, simulate_ensemble, stack_params
+from .._flow._problem import model_defaults
 from .._models._base import mse_loss
 
 
@@ -81,9 +82,10 @@ def run_ensemble(
         wrapped["test_loss"] = _test_loss
     for name, fn in (metrics or {}).items():
         wrapped[name] = _OnModelData(fn)
-    eta = {"model": models.eta(), "data": jax.tree_util.tree_map(lambda _: 1.0, data)}
+    model_eta, model_trainable = model_defaults(models)
+    eta = {"model": model_eta, "data": jax.tree_util.tree_map(lambda _: 1.0, data)}
     trainable = {
-        "model": models.trainable(),
+        "model": model_trainable,
         "data": jax.tree_util.tree_map(lambda _: False, data),
     }
     ens = simulate_ensemble(

@@ -22,14 +22,12 @@ import numpy as np
 from .._analysis._certificates import certify
 from .._analysis._linearized import linearized_flow
 from .._analysis._rate import RateFit, _ols, _t_quantile_975
-from .._analysis._structured import layer_parts, structured_kernel
-from .._models._two_layer import TwoLayer
+from .._analysis._structured import inner_layer, layer_parts, structured_kernel
 
 
 def _eta_w(model) -> float:
-    if isinstance(model, TwoLayer) and not model.train_first:
-        return 0.0
-    return float(model.layer_eta()["W"])
+    name = inner_layer(model)
+    return 0.0 if name is None else float(model.layer_eta()[name])
 
 
 def kernel_parts(model, x) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:

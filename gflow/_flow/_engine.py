@@ -127,9 +127,7 @@ def solve(spec: SolveSpec) -> dict[str, Any]:
     event = make_event(spec.loss_target, divergence=watches_divergence(spec.controller))
     term = make_term(spec.count_evals)
     meter = (
-        diffrax.TqdmProgressMeter(refresh_steps=50)
-        if spec.progress
-        else diffrax.NoProgressMeter()
+        diffrax.TqdmProgressMeter(refresh_steps=50) if spec.progress else diffrax.NoProgressMeter()
     )
     ts = spec.ts
     # A single save time is saved twice and the copy dropped: diffrax's save loop over one

@@ -401,9 +401,7 @@ def check_residual(problem: FlatProblem) -> None:
     (checked by tracing only); ValueError naming residual_fn otherwise."""
     fn = problem.residual_fn
     if not callable(fn):
-        raise ValueError(
-            f"residual_fn: must be callable params -> (n,) residuals, got {type(fn)}."
-        )
+        raise ValueError(f"residual_fn: must be callable params -> (n,) residuals, got {type(fn)}.")
     how = "(params, args)" if problem.with_args else "the params pytree"
     try:
         out = _trace(problem, "residual")

@@ -4,7 +4,7 @@ eta (per layer), and which layers the flow trains."""
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -42,6 +42,51 @@ class AbstractModel(eqx.Module):
 
     def trained_layers(self) -> list[str]:
         return [k for k, v in self.layer_trainable().items() if v]
+
+    # Hooks for the closed-form tangent kernel (gflow._analysis._structured) and the Schur
+    # bound (_schur): the analyses ask the model, they never dispatch on its class. A
+    # model without them gets the Jacobian (jvp/vjp) kernel, which is exact for any model.
+
+    def kernel_layers(self) -> dict[str, str]:
+        """Trained layer name -> its role in the closed-form kernel: "linear" (H gets
+        eta X X^T), "inner" (the hidden layer's weights W: eta (F F^T) o (U U^T) w_scale)
+        or "outer" (the output weights c: eta (S S^T) s_scale). Empty (the default): no
+        closed form, the analyses use Jacobians."""
+        return {}
+
+    def kernel_factors(self, x: jax.Array) -> KernelFactors:
+        """The factors of the closed-form kernel on inputs x (n, d) (see `KernelFactors`);
+        only called when `kernel_layers()` is not empty."""
+        raise NotImplementedError(f"{type(self).__name__} has no closed-form kernel.")
+
+
+class KernelFactors(NamedTuple):
+    """What the closed-form tangent kernel of a model with one trained dense hidden layer
+    is made of, on n inputs: H = sum over trained layers of their term (`kernel_layers`).
+
+    feats: (n, F) inputs of the dense layer (X, or the fixed features Phi).
+    u: (n, m) c_i s'(pre_ik) of the hidden layer (None for a linear model).
+    s: (n, m) s(pre_ik) (None for a linear model).
+    w_scale: the factor of the inner term (m^-2a D^-2b). s_scale: of the outer (m^-2a).
+    """
+
+    feats: jax.Array
+    u: jax.Array | None
+    s: jax.Array | None
+    w_scale: float
+    s_scale: float
+
+
+def derivative(s: Any, z: jax.Array) -> jax.Array:
+    """Elementwise s'(z) by a forward-mode product with ones."""
+    return jax.jvp(s, (z,), (jnp.ones_like(z),))[1]
+
+
+def hidden_factors(
+    s: Any, feats: jax.Array, pre: jax.Array, c: jax.Array, w_scale: float, s_scale: float
+) -> KernelFactors:
+    """`KernelFactors` of a hidden layer s(pre) with output weights c."""
+    return KernelFactors(feats, derivative(s, pre) * c, s(pre), w_scale, s_scale)
 
 
 def _per_field(model: eqx.Module, values: dict[str, Any], default: Any) -> Any:

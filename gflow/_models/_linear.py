@@ -5,7 +5,7 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 
-from ._base import AbstractModel, as_batch, check_size, default_float
+from ._base import AbstractModel, KernelFactors, as_batch, check_size, default_float
 
 
 class Linear(AbstractModel):
@@ -26,3 +26,9 @@ class Linear(AbstractModel):
 
     def layer_trainable(self) -> dict[str, bool]:
         return {"w": True}
+
+    def kernel_layers(self) -> dict[str, str]:
+        return {"w": "linear"}
+
+    def kernel_factors(self, x: jax.Array) -> KernelFactors:
+        return KernelFactors(as_batch(x, self.d), None, None, 1.0, 1.0)

@@ -13,10 +13,12 @@ from ._activations import get_activation
 from ._base import (
     SCALINGS_MULTILAYER,
     AbstractModel,
+    KernelFactors,
     as_batch,
     check_choice,
     check_size,
     default_float,
+    hidden_factors,
 )
 
 # (a, b): output exponent m^-a, middle exponent D^-b.
@@ -104,3 +106,14 @@ class MultiLayer(AbstractModel):
 
     def layer_trainable(self) -> dict[str, bool]:
         return {"Z": False, "W": True, "c": self.train_output}
+
+    def kernel_layers(self) -> dict[str, str]:
+        return {"W": "inner", **({"c": "outer"} if self.train_output else {})}
+
+    def kernel_factors(self, x: jax.Array) -> KernelFactors:
+        a, b = self.exponents
+        s = get_activation(self.activation)
+        feats = self.features(x)
+        pre = feats @ self.W.T / self.D**b
+        norm = 1.0 / self.m ** (2 * a)
+        return hidden_factors(s, feats, pre, self.c, norm / self.D ** (2 * b), norm)

@@ -11,10 +11,12 @@ from ._activations import get_activation
 from ._base import (
     SCALINGS_TWO_LAYER,
     AbstractModel,
+    KernelFactors,
     as_batch,
     check_choice,
     check_size,
     default_float,
+    hidden_factors,
 )
 
 
@@ -89,3 +91,12 @@ class TwoLayer(AbstractModel):
 
     def layer_trainable(self) -> dict[str, bool]:
         return {"W": self.train_first, "c": self.train_second}
+
+    def kernel_layers(self) -> dict[str, str]:
+        roles = {"W": "inner", "c": "outer"}
+        return {k: roles[k] for k, v in self.layer_trainable().items() if v}
+
+    def kernel_factors(self, x: jax.Array) -> KernelFactors:
+        scale = 1.0 / self.m ** (2 * self.exponent)
+        s = get_activation(self.activation)
+        return hidden_factors(s, x, self.pre_activations(x), self.c, scale, scale)
