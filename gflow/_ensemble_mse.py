@@ -66,6 +66,26 @@ def _own_test_loss(p: dict) -> jax.Array:
 
 
 @dataclasses.dataclass(frozen=True)
+class _OnModelShared:
+    """A metric fn(model, data arrays) with the shared data as `args` (hashable)."""
+
+    fn: Callable
+
+    def __call__(self, p: dict, a: dict) -> jax.Array:
+        return self.fn(p["model"], a)
+
+
+@dataclasses.dataclass(frozen=True)
+class _OnModelOwn:
+    """A metric fn(model, data arrays) with the member's own data in the parameters."""
+
+    fn: Callable
+
+    def __call__(self, p: dict) -> jax.Array:
+        return self.fn(p["model"], p["data"])
+
+
+@dataclasses.dataclass(frozen=True)
 class _OnModel:
     """A user metric fn(model) on the ensemble's parameter dict (hashable)."""
 
@@ -82,6 +102,7 @@ def simulate_mse_ensemble(
     *,
     seeds: Sequence[int] | None = None,
     metrics: Mapping[str, Callable[[Any], jax.Array]] | None = None,
+    data_metrics: Mapping[str, Callable[[Any, dict], jax.Array]] | None = None,
     **kwargs: Any,
 ) -> EnsembleSolution:
     """Simulate gradient flow on the MSE loss for an ensemble of models (and datasets).
@@ -97,6 +118,9 @@ def simulate_mse_ensemble(
         seeds: integer seeds when `models` is a callable.
         metrics: name -> fn(model) -> array, recorded at the save times. A `test_loss`
             metric is added when the data has a test split.
+        data_metrics: name -> fn(model, data) -> array, with data the member's arrays
+            {"x_train", "y_train", "x_test", "y_test"} (e.g. predictions on its own
+            training inputs).
         **kwargs: passed to `simulate_ensemble` (ts, solver, rtol, atol, loss_target,
             devices, ...); `eta` and `trainable` default to the model's.
 
@@ -141,12 +165,14 @@ def simulate_mse_ensemble(
         loss_fn = _shared_train_loss
         wrapped: dict[str, Callable] = {"test_loss": _shared_test_loss} if has_test else {}
         wrapped.update({k: _OnModel(fn) for k, fn in (metrics or {}).items()})
+        wrapped.update({k: _OnModelShared(fn) for k, fn in (data_metrics or {}).items()})
         extra = {"args": args}
     else:
         params = {"model": models, "data": stack_params([_data_arrays(d) for d in datasets])}
         loss_fn = _own_train_loss
         wrapped = {"test_loss": _own_test_loss} if has_test else {}
         wrapped.update({k: _OnModel(fn) for k, fn in (metrics or {}).items()})
+        wrapped.update({k: _OnModelOwn(fn) for k, fn in (data_metrics or {}).items()})
         extra = {}
 
     def like(model_tree, fill):

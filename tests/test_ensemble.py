@@ -144,6 +144,25 @@ def test_mse_ensemble_over_datasets_and_model_list():
     assert not np.allclose(ens.loss[0], ens.loss[1])
 
 
+def test_data_metrics_see_each_members_own_data():
+    # fn(model, data): member b's metric is computed on member b's own inputs, with
+    # per-member data (frozen leaves) and with shared data (args) alike
+    d, m, n = 5, 8, 4
+    datasets = [make_synthetic(n, d, n_test=0, seed=s) for s in (10, 11)]
+    models = [TwoLayer(d, m, scaling="ntk", key=jax.random.key(s)) for s in (0, 1)]
+    ts = np.linspace(0.0, 1.0, 3)
+
+    def pred(model, data):
+        return model(data["x_train"])
+
+    own = simulate_mse_ensemble(models, datasets, 1.0, ts=ts, data_metrics={"pred": pred})
+    shared = simulate_mse_ensemble(models, datasets[0], 1.0, ts=ts, data_metrics={"pred": pred})
+    for b in (0, 1):
+        _close(own.metrics["pred"][b, 0], models[b](datasets[b].x_train))
+        _close(shared.metrics["pred"][b, 0], models[b](datasets[0].x_train))
+        _close(own.members[b].metrics["pred"][-1], own.members[b].final(datasets[b].x_train))
+
+
 def test_ensemble_models_match_the_builder():
     def build(key):
         return TwoLayer(3, 7, key=key)

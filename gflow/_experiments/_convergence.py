@@ -18,9 +18,9 @@ import numpy as np
 from .._analysis._rate import fit_rate
 from .._data._dataset import Dataset
 from .._data._synthetic import make_synthetic
+from .._ensemble_mse import simulate_mse_ensemble
 from .._models._multilayer import MultiLayer
 from .._models._two_layer import TwoLayer
-from ._ensemble import run_ensemble
 from ._measures import certificates, kernel_metrics, kernel_parts
 
 # A seed "converged linearly" when its loss fell by this factor and the log-linear fit of
@@ -232,12 +232,12 @@ def run_point(name: str, spec: dict[str, Any], point: dict[str, Any]):
             ],
         }
     ts = np.linspace(0.0, t1, int(s["n_save"]))
-    ens, _, _ = run_ensemble(
+    ens = simulate_mse_ensemble(
         build,
-        seeds,
         datasets,
         t1,
-        metrics=kernel_metrics(),
+        seeds=seeds,
+        data_metrics=kernel_metrics(),
         ts=ts,
         rtol=s["rtol"],
         atol=s["atol"],

@@ -20,8 +20,8 @@ import numpy as np
 
 from .._analysis._features import kernel_change, relative_movement
 from .._data._synthetic import make_synthetic
+from .._ensemble_mse import ensemble_models, simulate_mse_ensemble
 from .._models._multilayer import MultiLayer
-from ._ensemble import run_ensemble
 from ._measures import lazy_gap, loglog_slope, tangent_kernel
 
 MEASURES = ("movement", "kernel", "lazy_gap")
@@ -29,7 +29,7 @@ MEASURES = ("movement", "kernel", "lazy_gap")
 
 def _predictions(model, data):
     """Save-time metric: the model's outputs on the member's training inputs."""
-    return model(data["x"])
+    return model(data["x_train"])
 
 
 def _member(tree, i):
@@ -59,12 +59,12 @@ def run_point(spec: dict[str, Any], point: dict[str, Any]):
         )
 
     ts = np.linspace(0.0, float(s["t1"]), int(s["n_save"]))
-    ens, models0, data = run_ensemble(
-        build,
-        seeds,
+    models0 = ensemble_models(build, seeds)
+    ens = simulate_mse_ensemble(
+        models0,
         datasets,
         float(s["t1"]),
-        metrics={"pred": _predictions},
+        data_metrics={"pred": _predictions},
         ts=ts,
         rtol=s["rtol"],
         atol=s["atol"],
@@ -72,7 +72,7 @@ def run_point(spec: dict[str, Any], point: dict[str, Any]):
     )
     values = {k: [] for k in MEASURES}
     for b, member in enumerate(ens.members):
-        m0, m1 = _member(models0, b), member.final["model"]
+        m0, m1 = _member(models0, b), member.final
         x = jnp.asarray(datasets[b].x_train)
         h0, h1 = tangent_kernel(m0, x), tangent_kernel(m1, x)
         values["movement"].append(relative_movement(m0, m1, ["W"])["W"])

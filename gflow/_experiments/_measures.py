@@ -46,17 +46,17 @@ def kernel_parts(model, x) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
 
 
 def _lam(model, data):
-    ev = jnp.linalg.eigvalsh(kernel_parts(model, data["x"])[0])
+    ev = jnp.linalg.eigvalsh(kernel_parts(model, data["x_train"])[0])
     return jnp.stack([ev[0], ev[-1]])
 
 
 def _schur(model, data):
-    _, lam_w, bound = kernel_parts(model, data["x"])
+    _, lam_w, bound = kernel_parts(model, data["x_train"])
     return jnp.stack([lam_w, bound])
 
 
 def kernel_metrics() -> dict:
-    """Save-time metrics fn(model, data), data = {"x": (n, d), ...}:
+    """Save-time metrics fn(model, data), data = {"x_train": (n, d), ...}:
     "lam" = (lambda_min(H), lambda_max(H)), "schur" = (lambda_min(H_W), Schur bound).
     Module-level functions, so sweep points of equal shapes share one compiled solve."""
     return {"lam": _lam, "schur": _schur}
