@@ -11,11 +11,13 @@ A sweep file (TOML) has three parts:
     "flow.rtol" = [1e-6, 1e-8]        #   "flow.rtol" or "data.target"
 
 Every point of the Cartesian product is validated as a full run config before anything
-runs. Each point runs `run_config` on a Dask worker in a temporary folder; its files come
-back to the client, which writes them to OUT/points/ID/ (ID = readable values + a hash of
-the point's full config), result.json last. A point whose result.json exists is finished
-and skipped on a rerun; a point that raised is recorded in OUT/points/ID/error.json and
-retried on the next run, never stopping the others. OUT/summary.csv has one row per point.
+runs. Each point runs `run_config` on a Dask worker (or, with workers=0, serially here;
+both through `_points.run_points`, the engine `gflow reproduce` uses too) in a temporary
+folder; its files come back to the client, which writes them to OUT/points/ID/
+(ID = readable values + a hash of the point's full config), result.json last. A point
+whose result.json exists is finished and skipped on a rerun; a point that raised is
+recorded in OUT/points/ID/error.json and retried on the next run, never stopping the
+others. OUT/summary.csv has one row per point.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from typing import Any
 
 from ._config import SCHEMA, TOP_LEVEL, ConfigError, read_toml, validate
 from ._io import to_jsonable, versions, write_json
+from ._points import run_points
 
 ALIASES = {
     "width": "model.width",
@@ -287,7 +290,8 @@ def run_sweep(
         client: a `distributed.Client` to use (e.g. on a dask-jobqueue cluster); else
         scheduler: the address of a running Dask scheduler ("tcp://host:8786"); else a
             `LocalCluster` of `workers` processes (default: one per CPU core), one thread
-            each, started and closed here.
+            each, started and closed here; workers=0 runs the points serially in this
+            process (no Dask). The engine is `gflow._points.run_points`.
         runner: (config, out, progress=) -> result dict; default `run_config`.
     """
     out = Path(out)
@@ -330,41 +334,32 @@ def run_sweep(
 
 
 def _execute(todo, points, out, rows, client, workers, scheduler, runner, log, sweep) -> None:
-    from distributed import Client, LocalCluster, as_completed
-
-    cluster = own = None
-    if client is None:
-        if scheduler is not None:
-            client = own = Client(scheduler)
+    serial = workers == 0 and client is None and scheduler is None
+    items = [(p.id, (p.config, runner)) for p in todo]
+    by_id = {p.id: p for p in todo}
+    outcomes = run_points(
+        run_point,
+        items,
+        serial=serial,
+        client=client,
+        workers=None if serial else workers,
+        scheduler=scheduler,
+    )
+    for outcome in outcomes:
+        p = by_id[outcome.key]
+        res = (
+            outcome.value
+            if outcome.ok
+            else {"ok": False, "error": outcome.error, "traceback": outcome.traceback}
+        )
+        point_dir = out / "points" / p.id
+        if res["ok"]:
+            _store(point_dir, res["files"])
+            rows[p.id] = summary_row(p, "done", res["result"])
+            log(f"  done   {p.id}: {res['result']['result']}")
         else:
-            cluster = LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
-            )
-            client = own = Client(cluster)
-    try:
-        futures = {
-            client.submit(run_point, p.config, runner, key=f"gflow-point-{p.id}", pure=False): p
-            for p in todo
-        }
-        for fut in as_completed(futures):
-            p = futures[fut]
-            try:
-                res = fut.result()
-            except Exception as exc:  # the worker died (KilledWorker) or similar
-                res = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": ""}
-            point_dir = out / "points" / p.id
-            if res["ok"]:
-                _store(point_dir, res["files"])
-                rows[p.id] = summary_row(p, "done", res["result"])
-                log(f"  done   {p.id}: {res['result']['result']}")
-            else:
-                point_dir.mkdir(parents=True, exist_ok=True)
-                write_json(point_dir / "error.json", {**res, "config": p.config})
-                rows[p.id] = summary_row(p, "failed", None, res["error"])
-                log(f"  FAILED {p.id}: {res['error']}")
-            write_summary(out / "summary.csv", sweep, [rows[q.id] for q in points if q.id in rows])
-    finally:
-        if own is not None:
-            own.close()
-        if cluster is not None:
-            cluster.close()
+            point_dir.mkdir(parents=True, exist_ok=True)
+            write_json(point_dir / "error.json", {**res, "config": p.config})
+            rows[p.id] = summary_row(p, "failed", None, res["error"])
+            log(f"  FAILED {p.id}: {res['error']}")
+        write_summary(out / "summary.csv", sweep, [rows[q.id] for q in points if q.id in rows])

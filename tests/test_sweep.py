@@ -86,7 +86,33 @@ def test_cli_errors_and_dry_run(tmp_path, capsys):
     good = _write(tmp_path, "width = [4, 8]")
     assert main(["sweep", str(good), "--dry-run"]) == 0
     assert "2 points" in capsys.readouterr().out
-    assert main(["sweep", str(good), "--workers", "0"]) == 2
+    assert main(["sweep", str(good), "--workers", "-1"]) == 2
+    assert "--workers: must be >= 1 (Dask processes) or 0 (serial)" in capsys.readouterr().err
+
+
+def test_serial_sweep_equals_dask_sweep_and_resumes(tmp_path):
+    # --workers 0: the same engine without Dask; a point that raises is recorded and the
+    # others are stored; the rerun skips the finished ones
+    sweep = load_sweep(_write(tmp_path, "width = [4, 8]"))
+
+    calls = []
+
+    def flaky(config, out, progress=False):
+        from gflow._run import run_config
+
+        calls.append(config["model"]["width"])
+        if config["model"]["width"] == 8:
+            raise RuntimeError("boom")
+        return run_config(config, out, progress=progress)
+
+    out = tmp_path / "serial"
+    rows = run_sweep(sweep, out, workers=0, runner=flaky, log=lambda s: None)
+    assert [r["status"] for r in rows] == ["done", "failed"]
+    assert "RuntimeError: boom" in rows[1]["error"]
+    assert (out / "points" / rows[0]["id"] / "result.json").is_file()
+    rows2 = run_sweep(sweep, out, workers=0, runner=flaky, log=lambda s: None)
+    assert [r["status"] for r in rows2] == ["skipped", "failed"]
+    assert calls == [4, 8, 8]
 
 
 def _rows(out: Path) -> dict[str, dict]:
@@ -140,3 +166,26 @@ def test_sweep_on_a_local_dask_cluster(tmp_path):
     assert np.isfinite(float(by_width["8"]["loss_final"]))
     manifest = json.loads((out / "sweep.json").read_text())
     assert manifest["n_run"] == 1 and manifest["n_failed"] == 0 and len(manifest["points"]) == 2
+
+
+def test_reproduction_sweep_keeps_finished_points_when_one_fails(tmp_path):
+    from gflow._experiments._sweep import run_sweep as run_points_sweep
+
+    spec = {"name": "toy", "version": 1, "settings": {"a": 1}}
+    points = [{"m": 1}, {"m": 2}, {"m": 3}]
+    calls = []
+
+    def fn(point):
+        calls.append(point["m"])
+        if point["m"] == 2 and len(calls) < 3:
+            raise ValueError("bad point")
+        return {"m2": point["m"] ** 2}, {"x": np.arange(point["m"])}
+
+    with pytest.raises(RuntimeError, match="toy point m=2 failed .ValueError: bad point."):
+        run_points_sweep(spec, points, fn, tmp_path, log=lambda s: None)
+    assert (tmp_path / "points" / "m=1.json").is_file()
+    records = run_points_sweep(spec, points, fn, tmp_path, log=lambda s: None)
+    assert calls == [1, 2, 2, 3]  # m=1 reused, not recomputed
+    assert [r["reused"] for r in records] == [True, False, False]
+    assert [r["summary"]["m2"] for r in records] == [1, 4, 9]
+    np.testing.assert_array_equal(records[2]["arrays"]["x"], np.arange(3))

@@ -25,7 +25,10 @@ def add_parser(sub) -> None:
     p.add_argument("sweep", help="sweep TOML file (name, base, [grid])")
     p.add_argument("--out", default="runs/sweep", help="output folder")
     p.add_argument(
-        "--workers", type=int, default=None, help="local worker processes (default: CPU cores)"
+        "--workers",
+        type=int,
+        default=None,
+        help="local worker processes (default: CPU cores); 0 runs the points serially here",
     )
     p.add_argument("--scheduler", default=None, help="address of a running Dask scheduler")
     p.add_argument("--dry-run", action="store_true", help="list the points and exit")
@@ -36,8 +39,10 @@ def run(args: argparse.Namespace) -> int:
     from .._sweep import load_sweep, run_sweep
 
     sweep = load_sweep(args.sweep)
-    if args.workers is not None and args.workers < 1:
-        raise ValueError(f"--workers: must be >= 1, got {args.workers}.")
+    if args.workers is not None and args.workers < 0:
+        raise ValueError(
+            f"--workers: must be >= 1 (Dask processes) or 0 (serial), got {args.workers}."
+        )
     if args.workers is not None and args.scheduler is not None:
         raise ValueError("--workers: not used with --scheduler (the cluster has its workers).")
     points = sweep.points()

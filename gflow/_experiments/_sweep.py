@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .._io import read_json, read_npz, write_json, write_npz
+from .._points import run_points
 from ._spec import settings_hash
 
 PointFn = Callable[[dict[str, Any]], tuple[dict[str, Any], dict[str, np.ndarray]]]
@@ -25,6 +26,12 @@ PointFn = Callable[[dict[str, Any]], tuple[dict[str, Any], dict[str, np.ndarray]
 def point_key(point: dict[str, Any]) -> str:
     """File stem of a point: "k1=v1_k2=v2" in the given key order."""
     return "_".join(f"{k}={v}" for k, v in point.items())
+
+
+def _timed(fn: PointFn, point: dict[str, Any]):
+    start = time.perf_counter()
+    summary, arrays = fn(point)
+    return summary, arrays, time.perf_counter() - start
 
 
 def run_sweep(
@@ -66,9 +73,13 @@ def run_sweep(
             )
             continue
         log(f"  {spec['name']} {key}: running ...")
-        start = time.perf_counter()
-        summary, arrays = fn(point)
-        wall = time.perf_counter() - start
+        outcome = next(run_points(_timed, [(key, (fn, point))], serial=True))
+        if not outcome.ok:
+            raise RuntimeError(
+                f"{spec['name']} point {key} failed ({outcome.error}); the points before it "
+                f"are stored in {folder} and are reused on the next run.\n{outcome.traceback}"
+            )
+        summary, arrays, wall = outcome.value
         write_npz(npath, arrays)
         write_json(
             jpath, {"hash": digest, "point": point, "wall_seconds": wall, "summary": summary}
