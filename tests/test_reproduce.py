@@ -104,6 +104,27 @@ def test_specs_load_at_every_size(name):
     assert load_spec(name, "tiny", seeds=3)["settings"]["seeds"] == 3
 
 
+def test_experiment_models_are_run_config_models():
+    # the reproductions build their models from a validated `gflow run` [model] table
+    import jax
+
+    from gflow._config import ConfigError
+    from gflow._experiments._spec import _check_models, model_builder, model_config
+
+    s = load_spec("feature-learning", "tiny")["settings"]
+    cfg = model_config("feature-learning", s, width=16, scaling="ntk", train_output=False)
+    assert cfg["model"]["kind"] == "multilayer" and cfg["model"]["width"] == 16
+    model = model_builder("feature-learning", s, width=16, scaling="ntk")(jax.random.key(0))
+    assert (model.m, model.D, model.scaling) == (16, s["features"], "ntk")
+    shallow = load_spec("shallow-dn", "tiny")["settings"]
+    two = model_builder("shallow-dn", shallow, d=2)(jax.random.key(0))
+    assert type(two).__name__ == "TwoLayer" and two.m == shallow["width"]
+    with pytest.raises(ConfigError, match=r"configs/feature-learning.toml \[tiny\]: model.width"):
+        _check_models("feature-learning", "tiny", {**s, "widths": [16, 0]})
+    with pytest.raises(ConfigError, match=r"model.scaling: must be one of"):
+        _check_models("feature-learning", "tiny", {**s, "scalings": ["mf", "lazy"]})
+
+
 def test_bad_names_are_refused(capsys):
     with pytest.raises(ValueError, match="name"):
         load_spec("nope")

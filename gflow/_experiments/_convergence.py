@@ -19,9 +19,8 @@ from .._analysis._rate import fit_rate
 from .._data._dataset import Dataset
 from .._data._synthetic import make_synthetic
 from .._ensemble_mse import simulate_mse_ensemble
-from .._models._multilayer import MultiLayer
-from .._models._two_layer import TwoLayer
 from ._measures import certificates, kernel_metrics, kernel_parts
+from ._spec import model_builder
 
 # A seed "converged linearly" when its loss fell by this factor and the log-linear fit of
 # its terminal regime explains the log-loss this well.
@@ -91,21 +90,10 @@ def planned_t1(models, datasets, s: dict[str, Any]) -> tuple[float, list[float]]
 
 
 def _builder(name: str, s: dict[str, Any], d: int, train_output: bool | None = None):
-    if name == "shallow-dn":
-        return lambda key: TwoLayer(
-            d, s["width"], activation=s["activation"], scaling=s["scaling"], key=key
-        )
-    return lambda key: MultiLayer(
-        d,
-        s["features"],
-        s["width"],
-        depth=s["depth"],
-        activation=s["activation"],
-        feature_activation=s["feature_activation"],
-        train_output=s["train_output"] if train_output is None else train_output,
-        scaling=s["scaling"],
-        key=key,
-    )
+    point: dict[str, Any] = {"d": d}
+    if train_output is not None:
+        point["train_output"] = train_output
+    return model_builder(name, s, **point)
 
 
 def seed_summary(ts, loss, lam, schur, n: int) -> dict[str, Any]:

@@ -21,8 +21,8 @@ import numpy as np
 from .._analysis._features import kernel_change, relative_movement
 from .._data._synthetic import make_synthetic
 from .._ensemble_mse import ensemble_models, simulate_mse_ensemble
-from .._models._multilayer import MultiLayer
 from ._measures import lazy_gap, loglog_slope, tangent_kernel
+from ._spec import model_builder
 
 MEASURES = ("movement", "kernel", "lazy_gap")
 
@@ -45,18 +45,8 @@ def run_point(spec: dict[str, Any], point: dict[str, Any]):
         for k in seeds
     ]
 
-    def build(key):
-        return MultiLayer(
-            s["d"],
-            s["features"],
-            m,
-            depth=s["depth"],
-            activation=s["activation"],
-            feature_activation=s["feature_activation"],
-            train_output=False,  # only W moves: the partially trained model
-            scaling=scaling,
-            key=key,
-        )
+    # only W moves: the partially trained model (train_output false in the config)
+    build = model_builder("feature-learning", s, width=m, scaling=scaling, train_output=False)
 
     ts = np.linspace(0.0, float(s["t1"]), int(s["n_save"]))
     models0 = ensemble_models(build, seeds)
