@@ -136,6 +136,38 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "kernel_chunk": Field(None, _INT, minimum=1, optional=True, help="vjp batch size"),
         "rel_tol": Field(1e-5, _NUM, minimum=0.0, help="relative error allowed in L"),
     },
+    "limit": {
+        "follow": Field(
+            False, _BOOL, help="after t1, follow the flow to its end and report the limit point"
+        ),
+        "grad_tol": Field(
+            1e-8, _NUM, minimum=0.0, exclusive_minimum=True, help="stop once |grad L| <= this"
+        ),
+        "loss_tol": Field(
+            None,
+            _NUM,
+            minimum=0.0,
+            exclusive_minimum=True,
+            optional=True,
+            help="stop once L <= this",
+        ),
+        "stall_rtol": Field(
+            1e-3,
+            _NUM,
+            minimum=0.0,
+            exclusive_minimum=True,
+            help="stop when a window lowers L by less than this fraction",
+        ),
+        "t_max": Field(
+            1e8, _NUM, minimum=0.0, exclusive_minimum=True, help="give up at this flow time"
+        ),
+        "solver": Field(
+            "auto", _STR, tuple(sorted([*SOLVERS, "auto"])), help="solver of the windows"
+        ),
+        "polish": Field(
+            False, _BOOL, help="Gauss-Newton (mse) or Newton polishing of the limit point"
+        ),
+    },
     "output": {
         "progress": Field(True, _BOOL, help="progress bar"),
         "save_params": Field(False, _BOOL, help="store parameters at every save time"),

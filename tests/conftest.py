@@ -20,8 +20,14 @@ import pytest  # noqa: E402
 # program (same HLO) compile it once. Nothing carries over between sessions, so no test
 # depends on an earlier run; GFLOW_TEST_COMPILE_CACHE=0 turns it off.
 if os.environ.get("GFLOW_TEST_COMPILE_CACHE", "1") != "0":
-    _cache_dir = tempfile.mkdtemp(prefix="gflow-test-xla-")
-    atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
+    # pytest-xdist workers inherit the folder of the controller (which removes it)
+    _inherited = os.environ.get("GFLOW_TEST_XLA_DIR")
+    if os.environ.get("PYTEST_XDIST_WORKER") and _inherited and os.path.isdir(_inherited):
+        _cache_dir = _inherited
+    else:
+        _cache_dir = tempfile.mkdtemp(prefix="gflow-test-xla-")
+        atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
+        os.environ["GFLOW_TEST_XLA_DIR"] = _cache_dir
     os.environ["GFLOW_CACHE_DIR"] = _cache_dir
     from gflow._flow._cache import enable_persistent_cache  # noqa: E402
 

@@ -68,3 +68,47 @@ def test_bad_inputs():
         gflow.follow_to_limit(_double_well, jnp.zeros(2), grad_tol=0.0)
     with pytest.raises(ValueError, match="t_first"):
         gflow.follow_to_limit(_double_well, jnp.zeros(2), t_first=10.0, t_max=1.0)
+
+
+def test_gflow_run_follows_the_flow_to_its_limit(tmp_path, capsys):
+    # `gflow run --follow-to-limit`: after t1 the flow is followed to |grad L| <= grad_tol
+    # from the run's end point, classified with the Hessian's extreme eigenvalues and
+    # polished by Gauss-Newton (MSE); recorded in result.json and trajectory.npz
+    import json
+
+    from gflow._cli._main import main
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        "seed = 0\n[data]\nn = 6\nd = 12\nn_test = 0\n[model]\nwidth = 16\n"
+        "[flow]\nt1 = 20.0\n[analysis]\nfeature_learning = false\n"
+        "[limit]\ngrad_tol = 1e-9\npolish = true\n[output]\nprogress = false\n"
+    )
+    out = tmp_path / "run"
+    assert main(["run", str(cfg), "--out", str(out), "--follow-to-limit"]) == 0
+    printed = capsys.readouterr().out
+    assert "limit point: minimum" in printed and "polished (Gauss-Newton" in printed
+    result = json.loads((out / "result.json").read_text())
+    lim = result["limit"]
+    assert result["config"]["limit"]["follow"] is True
+    assert lim["stop_reason"] == "grad_tol" and lim["grad_norm"] <= 1e-9
+    assert lim["loss"] < 1e-3 * result["final"]["loss_final"]
+    assert lim["polished_loss"] <= lim["loss"] and lim["polished_grad_norm"] < lim["grad_norm"]
+    # d >= n: a global minimum (L -> 0); the Hessian is PSD up to round-off
+    assert lim["lambda_max"] > 0 and lim["lambda_min"] > -1e-6 * lim["lambda_max"]
+    with np.load(out / "trajectory.npz", allow_pickle=False) as z:
+        assert z["limit_theta"].shape == z["theta_final"].shape
+        moved = np.linalg.norm(z["limit_polished"] - z["limit_theta"])
+        np.testing.assert_allclose(moved, lim["polish_distance"], rtol=1e-12)
+
+
+def test_limit_config_fields_are_validated():
+    from gflow._config import ConfigError, validate
+
+    with pytest.raises(ConfigError, match="^limit.grad_tol"):
+        validate({"limit": {"grad_tol": 0.0}})
+    with pytest.raises(ConfigError, match="^limit.solver"):
+        validate({"limit": {"solver": "euler-ish"}})
+    with pytest.raises(ConfigError, match="^limit.folow: unknown key"):
+        validate({"limit": {"folow": True}})
+    assert validate({})["limit"]["follow"] is False

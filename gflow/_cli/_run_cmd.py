@@ -33,6 +33,12 @@ def add_parser(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--print-config", action="store_true", help="print the complete config and exit")
     p.add_argument(
+        "--follow-to-limit",
+        action="store_true",
+        help="after t1, follow the flow to its end and report the limit point "
+        "(sets [limit] follow = true; docs/stiff.md)",
+    )
+    p.add_argument(
         "--resume",
         action="store_true",
         help="continue from DIR/checkpoint.npz (config: CONFIG, else DIR/config.toml)",
@@ -48,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
     if config is None and args.resume and (Path(args.out) / "config.toml").is_file():
         config = Path(args.out) / "config.toml"
     cfg = default_config() if config is None else load_config(config)
+    if args.follow_to_limit:
+        cfg["limit"]["follow"] = True
     if args.print_config:
         print(dumps_toml(cfg), end="")
         return 0
