@@ -204,3 +204,24 @@ def test_checkpointed_run_matches_one_solve_and_counts_rows(tmp_path):
     # but `init` of a segment computes one): between 1 and 3 Jacobians of n rows.
     assert sol.stats["jacobian_rows"] in (_N, 2 * _N, 3 * _N)
     np.testing.assert_allclose(sol.final, _exact([200.0])[0], rtol=1e-6, atol=1e-8)
+
+
+def test_jacobian_in_memory_bounded_chunks_equals_jacrev():
+    from gflow._flow._rosenbrock import jacobian_chunk, residual_jacobian
+
+    # chunk * n * P within 2^28 numbers, between 1 and 64
+    assert jacobian_chunk(256, 300_000) == 3
+    assert jacobian_chunk(256, 30_000) == 34
+    assert jacobian_chunk(256, 300) == 64
+    assert jacobian_chunk(8, 300) == 8
+    assert jacobian_chunk(4096, 10**6) == 1
+    a = jax.random.normal(jax.random.key(0), (7, 5))
+
+    def residual(th):
+        return jnp.tanh(a @ th) * th[0]
+
+    th = jnp.linspace(-1.0, 1.0, 5)
+    want = jax.jacrev(residual)(th)
+    for chunk in (None, 1, 3, 64):  # 3 does not divide n = 7
+        got = residual_jacobian(residual, th, chunk)
+        np.testing.assert_allclose(got, want, rtol=1e-14, atol=1e-15)

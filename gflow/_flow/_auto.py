@@ -42,7 +42,7 @@ def kernel_lambda_max(problem: FlatProblem) -> tuple[float, int]:
     state; costs n Jacobian rows and one n x n eigenvalue problem."""
 
     def lam(prob: FlatProblem) -> jax.Array:
-        jac = residual_jacobian(prob.residual, prob.theta0, 64)
+        jac = residual_jacobian(prob.residual, prob.theta0)
         k = (jac * prob.eta[None, :]) @ jac.T / jac.shape[0]
         return jnp.linalg.eigvalsh(0.5 * (k + k.T))[-1]
 

@@ -42,6 +42,7 @@ import numpy as np
 
 from .._analysis._hessian import hvp, lanczos_eigs
 from ._flatten import flatten_problem
+from ._rosenbrock import residual_jacobian
 from ._simulate import simulate
 
 PyTree = Any
@@ -249,7 +250,7 @@ def _polish(point: LimitPoint, problem) -> LimitPoint:
     if problem.residual_fn is not None:
 
         def step(th):
-            r, jac = problem.residual(th), jax.jacrev(problem.residual)(th)
+            r, jac = problem.residual(th), residual_jacobian(problem.residual, th)
             return -jac.T @ jnp.linalg.lstsq(jac @ jac.T, r, rcond=None)[0]
     else:
 

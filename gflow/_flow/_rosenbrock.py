@@ -106,13 +106,30 @@ class GaussNewton(eqx.Module):
     q: jax.Array
 
 
+# Numbers that `chunk` simultaneous backward passes may hold: chunk n P <= 2^28 (2 GiB in
+# float64). A backward pass of a residual over n points holds activations of size up to
+# ~n P (a two-layer net: n m per layer), so 64 passes at width 1e5 and n = 256 peaked at
+# 14 GiB; measured at that size, chunk 4 built J in 9.8 s with 2.6 GiB peak, chunk 64 in
+# 17.7 s with 14.2 GiB (benchmarks/rosw_width.py, docs/stiff.md).
+_JACOBIAN_BUDGET = 2**28
+MAX_CHUNK = 64
+
+
+def jacobian_chunk(n: int, n_params: int) -> int:
+    """Backward passes per batch when J (n x P) is built: MAX_CHUNK, or fewer so that
+    chunk * n * P stays within 2^28 numbers; at least 1."""
+    return int(max(1, min(MAX_CHUNK, n, _JACOBIAN_BUDGET // max(1, n * n_params))))
+
+
 def residual_jacobian(
-    residual: Callable[[jax.Array], jax.Array], theta: jax.Array, chunk: int
+    residual: Callable[[jax.Array], jax.Array], theta: jax.Array, chunk: int | None = None
 ) -> jax.Array:
     """J = dr/dtheta (n x P) at `theta` from n vector-Jacobian products, `chunk` at a
-    time (memory: chunk backward passes at once, plus the n x P result)."""
+    time (default `jacobian_chunk(n, P)`; memory: chunk backward passes at once, plus the
+    n x P result)."""
     r, vjp = jax.vjp(residual, theta)
     n = r.shape[0]
+    chunk = jacobian_chunk(n, theta.size) if chunk is None else int(chunk)
     rows = jax.lax.map(lambda e: vjp(e)[0], jnp.eye(n, dtype=r.dtype), batch_size=min(chunk, n))
     return rows
 
@@ -180,12 +197,13 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
         jacobian_tol: refresh J after an accepted step whose secant defect (module doc)
             exceeds this.
         jacobian_max_age: refresh J after this many accepted steps at the latest.
-        chunk: vector-Jacobian products computed at once when J is built.
+        chunk: vector-Jacobian products computed at once when J is built (None: as many
+            as fit in the memory budget, `jacobian_chunk`; at most 64).
     """
 
     jacobian_tol: float = 0.02
     jacobian_max_age: int = 20
-    chunk: int = 64
+    chunk: int | None = None
 
     term_structure: ClassVar = diffrax.AbstractTerm
     interpolation_cls: ClassVar[Callable[..., HermiteInterpolation]] = HermiteInterpolation
@@ -199,7 +217,7 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
                 f"jacobian_tol: must be > 0 (the secant defect that triggers a Jacobian "
                 f"refresh; 0.02 is the default), got {self.jacobian_tol!r}."
             )
-        if int(self.jacobian_max_age) < 1 or int(self.chunk) < 1:
+        if int(self.jacobian_max_age) < 1 or (self.chunk is not None and int(self.chunk) < 1):
             raise ValueError(
                 f"jacobian_max_age, chunk: must be integers >= 1, got "
                 f"{self.jacobian_max_age!r}, {self.chunk!r}."
@@ -210,7 +228,7 @@ class RosenbrockW(diffrax.AbstractAdaptiveSolver):
 
     def _factor(self, args, theta):
         residual = args.residual
-        jac = residual_jacobian(residual, theta, int(self.chunk))
+        jac = residual_jacobian(residual, theta, self.chunk)
         jax.debug.callback(_bump_rows, jac.shape[0])
         return gauss_newton(jac, args.eta)
 
