@@ -107,9 +107,26 @@ def main() -> None:
             else:
                 row = json.loads(line[0][4:])
             rows.append(row)
-            print(json.dumps({k: row.get(k) for k in (
-                "width", "solver", "steps", "grad_equivalents", "wall_seconds", "run_seconds",
-                "run_seconds_per_step", "loss_final", "peak_rss_bytes", "error")}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        k: row.get(k)
+                        for k in (
+                            "width",
+                            "solver",
+                            "steps",
+                            "grad_equivalents",
+                            "wall_seconds",
+                            "run_seconds",
+                            "run_seconds_per_step",
+                            "loss_final",
+                            "peak_rss_bytes",
+                            "error",
+                        )
+                    }
+                ),
+                flush=True,
+            )
     ratio = {}
     for width in args.widths:
         by = {r["solver"]: r for r in rows if r["width"] == width and "error" not in r}
