@@ -112,3 +112,21 @@ def test_limit_config_fields_are_validated():
     with pytest.raises(ConfigError, match="^limit.folow: unknown key"):
         validate({"limit": {"folow": True}})
     assert validate({})["limit"]["follow"] is False
+
+
+def test_window_records_the_loss_where_it_stopped():
+    # L = |theta|^2 / 2, eta = 1: L(t) = L0 exp(-2 t). The first window (t_first = 100)
+    # stops at the loss target, between its save times; the window must record L there
+    # (it recorded the last saved value, L0, before)
+    th0 = jnp.array([1.0, -2.0, 0.5])
+    l0 = 0.5 * float(th0 @ th0)
+    lim = gflow.follow_to_limit(
+        lambda p: 0.5 * jnp.sum(p**2), th0, loss_tol=1e-8, t_first=100.0, rtol=1e-10, atol=1e-14
+    )
+    assert lim.stop_reason == "loss_tol" and len(lim.windows) == 1
+    t_start, t_end, loss_end, grad_end, _ = lim.windows[0]
+    t_hit = np.log(l0 / 1e-8) / 2.0
+    # the loss-target event ends the solve at the end of the step where L <= target
+    assert t_hit <= t_end <= 1.02 * t_hit
+    assert loss_end == pytest.approx(l0 * np.exp(-2.0 * t_end), rel=1e-6)
+    assert loss_end <= 1e-8 and grad_end == pytest.approx(np.sqrt(2.0 * loss_end), rel=1e-9)

@@ -182,8 +182,10 @@ def follow_to_limit(
         evals = None if ge is None or evals is None else evals + ge
         t += sol.t_final
         theta = np.asarray(sol.theta_final)
-        loss_now = float(sol.loss[-1]) if sol.loss.size else float("nan")
-        gnorm = float(sol.grad_norm[-1]) if sol.grad_norm.size else float("nan")
+        # L and |grad L| where the window ended (a window stopped by the loss target or a
+        # failure ends between save times, after its last saved value)
+        loss_j, grad_j = value_grad(jnp.asarray(theta))
+        loss_now, gnorm = float(loss_j), float(jnp.linalg.norm(grad_j))
         windows.append((t - sol.t_final, t, loss_now, gnorm, sol.settings.get("solver")))
         if not sol.success:
             reason = f"failed: {sol.message}"
