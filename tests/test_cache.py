@@ -184,6 +184,16 @@ def test_import_gflow_loads_neither_jax_nor_matplotlib():
     code = "import gflow, jax.numpy as jnp; print(jnp.zeros(1).dtype, gflow.simulate.__name__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.stdout.split() == ["float64", "simulate"], out.stderr
+    # nor does the CLI's parser (`gflow --help`, every subcommand's --help)
+    code = (
+        "import sys, contextlib, io; from gflow._cli._main import main\n"
+        "for cmd in ([], ['run'], ['reproduce'], ['sweep'], ['bench']):\n"
+        "    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "        main([*cmd, '--help'])\n"
+        "print('jax' in sys.modules, 'matplotlib' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.stdout.split() == ["False", "False"], out.stderr
 
 
 def test_persistent_cache_is_opt_out(tmp_path, monkeypatch):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import t as student_t
+from scipy.special import stdtrit
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,9 @@ def _t_quantile_975(dof: int) -> float:
     dof <= 0)."""
     if dof <= 0:
         return float("inf")
-    return float(student_t.ppf(0.975, dof))
+    return float(
+        stdtrit(dof, 0.975)
+    )  # scipy.stats.t.ppf(0.975, dof), without importing scipy.stats (0.4 s)
 
 
 def _ols(t: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:

@@ -15,8 +15,6 @@ import tomllib
 from importlib import resources
 from typing import Any
 
-from .._config import ConfigError, build_model, validate
-
 EXPERIMENTS = ("shallow-dn", "multilayer-any-d", "feature-learning", "generalization")
 SIZES = ("full", "quick", "tiny")
 
@@ -89,6 +87,8 @@ _TWO_LAYER_FIELDS = ("width", "activation", "scaling")
 def model_config(name: str, settings: dict[str, Any], **point: Any) -> dict[str, Any]:
     """The validated run config (`gflow run` schema) of experiment `name`'s model at one
     point (d, and m / scaling / train_output where the point sets them)."""
+    from .._config import validate  # imports JAX: not at `gflow --help` time
+
     kind = MODEL_KIND[name]
     s = {**settings, **point}
     fields = _TWO_LAYER_FIELDS if kind == "two-layer" else _MODEL_FIELDS
@@ -100,6 +100,8 @@ def model_config(name: str, settings: dict[str, Any], **point: Any) -> dict[str,
 
 def model_builder(name: str, settings: dict[str, Any], **point: Any):
     """key -> the experiment's model at one point (`build_model` of `model_config`)."""
+    from .._config import build_model
+
     cfg = model_config(name, settings, **point)
     return lambda key: build_model(cfg, key)
 
@@ -116,6 +118,8 @@ def _check_models(name: str, size: str, settings: dict[str, Any]) -> None:
     checked before anything runs; errors name the packaged file and the field."""
     if name not in MODEL_KIND:
         return
+    from .._config import ConfigError
+
     axes = [
         _grid(settings, "d", "d"),
         _grid(settings, "widths", "width"),
