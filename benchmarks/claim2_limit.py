@@ -15,12 +15,12 @@ includes its compiles, as a user pays them).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _subprocess_row import emit, run_row, show
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,7 +89,7 @@ def main() -> None:
     if args.one is not None:
         seed, head = int(args.one[0]), args.one[1]
         row = one(seed, head, args.d, args.size, args.loss_tol, args.t_first, args.t_max)
-        print("ROW " + json.dumps(row))
+        emit(row)
         return
     rows, start, load = [], time.perf_counter(), os.getloadavg()
     for head, seed in [(h, s) for h in args.heads for s in args.seeds]:
@@ -97,35 +97,25 @@ def main() -> None:
         cmd += ["--size", args.size, "--loss-tol", str(args.loss_tol)]
         cmd += ["--t-first", str(args.t_first), "--t-max", str(args.t_max)]
         t0 = time.perf_counter()
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        line = [x for x in done.stdout.splitlines() if x.startswith("ROW ")]
-        if done.returncode != 0 or not line:
-            row = {"seed": seed, "head": head, "error": done.stderr[-3000:]}
-        else:
-            row = json.loads(line[0][4:])
+        row = run_row(cmd, {"seed": seed, "head": head})
         row["process_wall_seconds"] = time.perf_counter() - t0
         rows.append(row)
-        print(
-            json.dumps(
-                {
-                    k: row.get(k)
-                    for k in (
-                        "seed",
-                        "head",
-                        "loss0",
-                        "loss",
-                        "t",
-                        "stop_reason",
-                        "classification",
-                        "grad_equivalents",
-                        "wall_seconds",
-                        "process_wall_seconds",
-                        "reached",
-                        "error",
-                    )
-                }
+        show(
+            row,
+            (
+                "seed",
+                "head",
+                "loss0",
+                "loss",
+                "t",
+                "stop_reason",
+                "classification",
+                "grad_equivalents",
+                "wall_seconds",
+                "process_wall_seconds",
+                "reached",
+                "error",
             ),
-            flush=True,
         )
     import gflow._io as io
 

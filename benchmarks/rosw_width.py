@@ -25,10 +25,11 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _subprocess_row import emit, run_row, show
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,7 +92,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.one:
         row = one(int(args.one[0]), args.one[1], args.t1, args.n, args.d, args.rtol, args.atol)
-        print("ROW " + json.dumps(row))
+        emit(row)
         return
     rows, start = [], time.perf_counter()
     load = os.getloadavg()
@@ -100,32 +101,22 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--one", str(width), solver, "--t1", str(args.t1)]
             cmd += ["--n", str(args.n), "--d", str(args.d), "--rtol", str(args.rtol)]
             cmd += ["--atol", str(args.atol)]
-            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            line = [x for x in done.stdout.splitlines() if x.startswith("ROW ")]
-            if done.returncode != 0 or not line:
-                row = {"width": width, "solver": solver, "error": done.stderr[-2000:]}
-            else:
-                row = json.loads(line[0][4:])
+            row = run_row(cmd, {"width": width, "solver": solver})
             rows.append(row)
-            print(
-                json.dumps(
-                    {
-                        k: row.get(k)
-                        for k in (
-                            "width",
-                            "solver",
-                            "steps",
-                            "grad_equivalents",
-                            "wall_seconds",
-                            "run_seconds",
-                            "run_seconds_per_step",
-                            "loss_final",
-                            "peak_rss_bytes",
-                            "error",
-                        )
-                    }
+            show(
+                row,
+                (
+                    "width",
+                    "solver",
+                    "steps",
+                    "grad_equivalents",
+                    "wall_seconds",
+                    "run_seconds",
+                    "run_seconds_per_step",
+                    "loss_final",
+                    "peak_rss_bytes",
+                    "error",
                 ),
-                flush=True,
             )
     ratio = {}
     for width in args.widths:
