@@ -4,34 +4,31 @@ point to its limit (`follow_to_limit`) and report the limit point (docs/stiff.md
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from ._flow._limit import follow_to_limit
 from ._flow._problem import Problem
 from ._flow._solution import Solution
-from ._problem import mse_residual
 
 
-@dataclass(frozen=True)
-class _ClosedLoss:
-    """L(params) = loss(params, args): the problem's loss with its data closed over (one
-    object for every window of `follow_to_limit`, so they share one compiled solve)."""
+class _OnArgs:
+    """fn(params) = fn(params, args): a problem's function with its data closed over. One
+    object serves every window of `follow_to_limit` (hashed by identity, like any
+    object), so the windows share one compiled solve."""
 
-    loss: Any
-    args: Any
+    def __init__(self, fn: Any, args: Any):
+        self.fn, self.args = fn, args
 
     def __call__(self, params: Any) -> Any:
-        return self.loss(params, self.args)
-
-    def __hash__(self) -> int:
-        return id(self)
-
-    def __eq__(self, other: object) -> bool:
-        return self is other
+        return self.fn(params, self.args)
 
 
-def follow_limit(cfg: dict, problem: Problem, model: Any, data: Any, sol: Solution):
+def _of_params(fn: Any, problem: Problem) -> Any:
+    """`fn` as a function of the params alone (None stays None)."""
+    return _OnArgs(fn, problem.args) if fn is not None and problem.has_args else fn
+
+
+def follow_limit(cfg: dict, problem: Problem, sol: Solution):
     """The [limit] step: after a completed run, `follow_to_limit` from its end point.
     Returns (result.json's "limit" entry or None, arrays for trajectory.npz). A failure
     here is recorded, never raised: the run's own results are kept."""
@@ -40,17 +37,14 @@ def follow_limit(cfg: dict, problem: Problem, model: Any, data: Any, sol: Soluti
         return None, {}
     if not sol.success:
         return {"skipped": f"the run did not complete ({sol.result})"}, {}
-    residual = None
-    if cfg["flow"]["loss"] == "mse" and int(getattr(model, "outputs", 1)) == 1:
-        residual = mse_residual(model, data)
     start = time.perf_counter()
     try:
         point = follow_to_limit(
-            _ClosedLoss(problem.loss, problem.args),
+            _of_params(problem.loss, problem),
             sol.final,
             eta=problem.eta,
             trainable=problem.trainable,
-            residual_fn=residual,
+            residual_fn=_of_params(problem.residual, problem),  # MSE: Gauss-Newton
             grad_tol=lc["grad_tol"],
             loss_tol=lc["loss_tol"],
             stall_rtol=lc["stall_rtol"],

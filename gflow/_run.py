@@ -196,7 +196,7 @@ def run_config(
     fit = try_fit_rate(sol)
     decay = try_fit_decay(sol)
     ana = analysis.finish(sol, fit)
-    limit, limit_arrays = follow_limit(cfg, problem, model, data, sol)
+    limit, limit_arrays = follow_limit(cfg, problem, sol)
     arrays: dict[str, np.ndarray] = {
         "schema_version": np.asarray(SCHEMA_VERSION),
         "ts": sol.ts,

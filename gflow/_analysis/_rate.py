@@ -54,13 +54,12 @@ class RateFit:
 
 
 def _t_quantile_975(dof: int) -> float:
-    """Student t 97.5% quantile with `dof` degrees of freedom (scipy.stats.t; inf for
-    dof <= 0)."""
+    """Student t 97.5% quantile with `dof` degrees of freedom (inf for dof <= 0):
+    scipy.special.stdtrit, the same bits as scipy.stats.t.ppf(0.975, dof), without
+    importing scipy.stats (0.4 s of every `gflow run`)."""
     if dof <= 0:
         return float("inf")
-    return float(
-        stdtrit(dof, 0.975)
-    )  # scipy.stats.t.ppf(0.975, dof), without importing scipy.stats (0.4 s)
+    return float(stdtrit(dof, 0.975))
 
 
 def _ols(t: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
