@@ -124,10 +124,11 @@ def _check_models(name: str, size: str, settings: dict[str, Any]) -> None:
         _grid(settings, "d", "d"),
         _grid(settings, "widths", "width"),
         _grid(settings, "scalings", "scaling"),
-        [("train_output", h == "Wc") for h in settings.get("heads", [])] or [("_", None)],
+        [("train_output", h == "Wc") for h in settings.get("heads", [])]
+        or [("train_output", None)],
     ]
     for combo in itertools.product(*axes):
-        point = {k: v for k, v in combo if v is not None and k != "_"}
+        point = {k: v for k, v in combo if v is not None}
         try:
             model_config(name, settings, **point)
         except ConfigError as exc:
