@@ -28,8 +28,10 @@ _DATA_FIELDS = ("x_train", "y_train", "x_test", "y_test")
 
 
 def ensemble_models(build: Callable[[jax.Array], AbstractModel], seeds: Sequence[int]) -> Any:
-    """B models stacked along a leading axis: `eqx.filter_vmap(build)` over the keys
-    `jax.random.key(seed)`. Member b equals `build(jax.random.key(seeds[b]))`.
+    """B models stacked along a leading axis: member b is `build(jax.random.key(seeds[b]))`
+    (the same values as `eqx.filter_vmap(build)` over the keys). The members are built one
+    by one and stacked, so gflow's models draw through their cached generators instead of
+    compiling a vmapped construction per shape.
 
     Arguments:
         build: key -> model, e.g. `lambda key: TwoLayer(64, 1024, key=key)`.
@@ -38,8 +40,7 @@ def ensemble_models(build: Callable[[jax.Array], AbstractModel], seeds: Sequence
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("seeds: empty; an ensemble needs at least one seed.")
-    keys = jnp.stack([jax.random.key(s) for s in seeds])
-    return eqx.filter_vmap(build)(keys)
+    return stack_params([build(jax.random.key(s)) for s in seeds])
 
 
 def _data_arrays(data: Dataset) -> dict[str, jax.Array]:

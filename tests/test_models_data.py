@@ -118,3 +118,45 @@ def test_model_data_dimension_mismatch():
     data = gflow.make_synthetic(5, 3, seed=0)
     with pytest.raises(ValueError, match="d = 3"):
         gflow.simulate_mse(gflow.TwoLayer(4, 2, key=jax.random.key(0)), data, 1.0)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
+@pytest.mark.parametrize("make_key", [jax.random.key, jax.random.PRNGKey])
+def test_bucketed_init_draws_equal_jax_random(dtype, make_key):
+    # gflow's models draw through one compiled generator per size bucket; the values must
+    # be JAX's own, bit for bit, for every shape (sizes below, at and above a bucket edge).
+    from gflow._models import _init
+
+    key = make_key(7)
+    for shape in [(1,), (3, 5), (32, 32), (1025,), (33, 31), (2, 3, 4)]:
+        got = _init.normal(key, shape, dtype)
+        want = jax.random.normal(key, shape, dtype)
+        assert got.shape == want.shape and got.dtype == want.dtype
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    for num in (2, 3, 5, 1500):
+        got = jnp.stack(_init.split(key, num))
+        want = jax.random.split(key, num)
+        if jnp.issubdtype(want.dtype, jax.dtypes.prng_key):
+            got, want = jax.random.key_data(got), jax.random.key_data(want)
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    # Under vmap the draws go to JAX directly: the same values again.
+    keys = jnp.stack([make_key(s) for s in range(3)])
+    batched = jax.vmap(lambda k: _init.normal(k, (4, 6), dtype))(keys)
+    for b in range(3):
+        np.testing.assert_array_equal(
+            np.asarray(batched[b]), np.asarray(jax.random.normal(keys[b], (4, 6), dtype))
+        )
+
+
+def test_models_draw_their_weights_from_the_documented_keys():
+    key = jax.random.key(3)
+    kw, kc = jax.random.split(key)
+    net = gflow.TwoLayer(5, 9, key=key)
+    np.testing.assert_array_equal(np.asarray(net.W), np.asarray(jax.random.normal(kw, (9, 5))))
+    np.testing.assert_array_equal(np.asarray(net.c), np.asarray(jax.random.normal(kc, (9,))))
+    deep = gflow.MultiLayer(3, 6, 7, depth=4, key=key)
+    keys = jax.random.split(key, 4)
+    np.testing.assert_array_equal(
+        np.asarray(deep.Z[1]), np.asarray(jax.random.normal(keys[1], (6, 6)))
+    )
+    np.testing.assert_array_equal(np.asarray(deep.c), np.asarray(jax.random.normal(keys[-1], (7,))))

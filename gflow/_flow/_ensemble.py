@@ -100,9 +100,14 @@ def stack_params(trees: Sequence[PyTree]) -> PyTree:
         raise ValueError("members: empty list; an ensemble needs at least one member.")
     arrays = [eqx.filter(t, eqx.is_array) for t in trees]
     static = eqx.filter(trees[0], eqx.is_array, inverse=True)
+    on_host = all(isinstance(a, np.ndarray) for a in jtu.tree_leaves(arrays))
     try:
-        stacked = jtu.tree_map(lambda *xs: jnp.stack(xs), *arrays)
-    except ValueError as exc:
+        if on_host:  # results on the host stay there (no device round trip, no compile)
+            stacked = jtu.tree_map(lambda *xs: np.stack(xs), *arrays)
+        else:  # one compiled program per structure, not one per leaf shape
+            jtu.tree_map(lambda *xs: None, *arrays)  # structures must agree (ValueError)
+            stacked = _stack_trees(arrays)
+    except (ValueError, TypeError) as exc:
         raise ValueError(
             "members: the members differ in structure or shapes (e.g. widths or hyper-"
             f"parameters); an ensemble needs identical shapes ({exc}). Run different shapes "
@@ -126,8 +131,24 @@ def ensemble_size(params_batch: PyTree) -> int:
     return sizes.pop()
 
 
+@jax.jit
+def _stack_trees(trees: list[PyTree]) -> PyTree:
+    return jtu.tree_map(lambda *xs: jnp.stack(xs), *trees)
+
+
+@jax.jit
+def _take(tree: PyTree, i: jax.Array) -> PyTree:
+    return jtu.tree_map(lambda a: a[i], tree)
+
+
 def _member(tree: PyTree, i: int) -> PyTree:
-    return jtu.tree_map(lambda a: a[i] if eqx.is_array(a) else a, tree)
+    """Member i of a batched pytree: numpy leaves indexed on the host, JAX leaves through
+    one compiled program per structure (the index is an argument, so no compile per i)."""
+    on_device, rest = eqx.partition(tree, lambda a: isinstance(a, jax.Array))
+    rest = jtu.tree_map(lambda a: a[i] if eqx.is_array(a) else a, rest)
+    if jtu.tree_leaves(on_device):
+        on_device = _take(on_device, np.int32(i))
+    return eqx.combine(on_device, rest)
 
 
 def batch_problem(
@@ -280,7 +301,11 @@ def simulate_ensemble(
     )
     settings.update(ensemble_size=n, n_devices=n_dev, process_count=jax.process_count())
     members = []
-    batched = replace(problem, args=None)  # args are shared, not batched
+    # The members' problems on the host (args are shared, not batched): a member's record
+    # is then sliced and unraveled with numpy, without a compiled program per leaf.
+    batched = jtu.tree_map(
+        lambda a: np.asarray(a) if isinstance(a, jax.Array) else a, replace(problem, args=None)
+    )
     for i in range(n):
         members.append(
             solution_from_raw(

@@ -78,6 +78,15 @@ class Unravel(eqx.Module):
     def __call__(self, flat: jax.Array) -> PyTree:
         sizes = [int(np.prod(s, dtype=np.int64)) for s in self.shapes]
         cuts = np.cumsum(sizes)[:-1].tolist()
+        if isinstance(flat, np.ndarray):  # a result on the host: numpy, no compile
+            parts = np.split(flat, cuts) if cuts else [flat]
+            return jtu.tree_unflatten(
+                self.treedef,
+                [
+                    p.reshape(sh).astype(dt)
+                    for p, sh, dt in zip(parts, self.shapes, self.dtypes, strict=True)
+                ],
+            )
         parts = jnp.split(flat, cuts) if cuts else [flat]
         leaves = [
             part.reshape(shape).astype(dt)
@@ -88,7 +97,7 @@ class Unravel(eqx.Module):
 
 def ravel(tree: PyTree) -> tuple[jax.Array, Unravel]:
     """(flat vector, hashable unravel) of a pytree of arrays (as `ravel_pytree`)."""
-    return ravel_pytree(tree)[0], Unravel.of(tree)
+    return _ravel_flat(tree), Unravel.of(tree)
 
 
 class StaticPart:
@@ -204,7 +213,12 @@ class FlatProblem(eqx.Module):
 
     def ravel(self, theta: Any) -> jax.Array:
         """The state as one flat (P,) vector (a copy for a tree state)."""
-        return ravel_pytree(theta)[0] if self.tree else theta
+        if not self.tree:
+            return theta
+        leaves = jtu.tree_leaves(theta)
+        if all(isinstance(leaf, np.ndarray) for leaf in leaves):  # on the host: numpy
+            return np.concatenate([np.ravel(leaf) for leaf in leaves])
+        return ravel_pytree(theta)[0]
 
     def to_params(self, flat: Any) -> PyTree:
         """The full parameter pytree for a flat (P,) vector."""
@@ -222,6 +236,12 @@ def tree_all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jtu.tree_leaves(tree)]))
 
 
+# Host-side checks and layouts run once per problem, eagerly: each as one compiled program
+# per structure instead of one small program per leaf and operation.
+_all_finite = jax.jit(tree_all_finite)
+_ravel_flat = jax.jit(lambda tree: ravel_pytree(tree)[0])
+
+
 def _eta_vector(eta: Any, spec: PyTree, params: PyTree, dtype) -> jax.Array:
     """eta as a (P,) vector, one value per entry of the flat state."""
     values = _eta_values(eta, spec, params)
@@ -230,11 +250,8 @@ def _eta_vector(eta: Any, spec: PyTree, params: PyTree, dtype) -> jax.Array:
         for leaf, s in zip(jtu.tree_leaves(params), jtu.tree_leaves(spec), strict=True)
         if s
     ]
-    if not sizes:
-        return jnp.zeros((0,), dtype=dtype)
-    return jnp.concatenate(
-        [jnp.full((n,), v, dtype=dtype) for n, v in zip(sizes, values, strict=True)]
-    )
+    # Built on the host and transferred once (no compiled program per leaf size).
+    return jnp.asarray(np.repeat(np.asarray(values, dtype=np.float64), sizes), dtype=dtype)
 
 
 def _eta_values(eta: Any, spec: PyTree, params: PyTree) -> list[float]:
@@ -333,7 +350,7 @@ def flatten_problem(
             f"state: 'tree' needs all trainable leaves in one dtype, got "
             f"{sorted(map(str, dtypes))}; cast the parameters or use state='flat'."
         )
-    if not all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in leaves):
+    if not bool(_all_finite(leaves)):
         raise ValueError(
             "params: the initial trainable parameters contain NaN or inf; "
             "re-initialize the model (check the init scale and the key)."

@@ -101,7 +101,7 @@ def solution_from_raw(
     ts_kept, saved = _trim(out["saved"], ts_all, t_final)
     # The final state as solved (flat vector or pytree) gives the final parameters; the
     # flat theta_final is reported besides it.
-    state_final = jax.tree_util.tree_map(jnp.asarray, out["theta_final"])
+    state_final = jax.tree_util.tree_map(np.asarray, out["theta_final"])  # on the host
     theta_final = np.asarray(problem.ravel(state_final))
     # A non-finite loss at a reached save time (the state itself still finite) is a
     # divergence too: the record was cut there, so the run must not count as complete.
@@ -121,7 +121,7 @@ def solution_from_raw(
         # The final state is the last finite saved one when parameters were saved.
         if save_params and ts_kept.size:
             theta_final = np.asarray(saved["theta"][-1])
-            state_final = problem.from_flat(jnp.asarray(theta_final))
+            state_final = problem.from_flat(theta_final)
         t_final = finite_t
     elif target_flag:
         name = "loss_target_reached"

@@ -102,7 +102,7 @@ def _per_field(model: eqx.Module, values: dict[str, Any], default: Any) -> Any:
 
 def default_float() -> jnp.dtype:
     """float64 when jax_enable_x64 is on (gflow's default), else float32."""
-    return jnp.zeros(()).dtype if jnp.zeros(()).dtype.kind == "f" else jnp.float32
+    return jnp.dtype(jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
 
 
 def check_choice(field: str, value: Any, choices: tuple[str, ...]) -> str:

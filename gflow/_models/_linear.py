@@ -5,6 +5,7 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 
+from . import _init as random_init
 from ._base import AbstractModel, KernelFactors, as_batch, check_size, default_float
 
 
@@ -16,7 +17,7 @@ class Linear(AbstractModel):
 
     def __init__(self, d: int, *, key: jax.Array, scale: float = 1.0):
         self.d = check_size("d", d)
-        self.w = scale * jax.random.normal(key, (d,), default_float())
+        self.w = scale * random_init.normal(key, (d,), default_float())
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return as_batch(x, self.d) @ self.w

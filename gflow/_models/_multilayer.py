@@ -9,6 +9,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from . import _init as random_init
 from ._activations import get_activation
 from ._base import (
     SCALINGS_MULTILAYER,
@@ -75,11 +76,11 @@ class MultiLayer(AbstractModel):
         self.feature_activation = feature_activation
         self.train_output = bool(train_output)
         dtype = default_float()
-        keys = jax.random.split(key, depth)
+        keys = random_init.split(key, depth)
         shapes = [(D, d)] + [(D, D)] * (depth - 3)
-        self.Z = tuple(jax.random.normal(k, s, dtype) for k, s in zip(keys, shapes, strict=False))
-        self.W = jax.random.normal(keys[-2], (m, D), dtype)
-        self.c = jax.random.normal(keys[-1], (m,), dtype)
+        self.Z = tuple(random_init.normal(k, s, dtype) for k, s in zip(keys, shapes, strict=False))
+        self.W = random_init.normal(keys[-2], (m, D), dtype)
+        self.c = random_init.normal(keys[-1], (m,), dtype)
 
     @property
     def exponents(self) -> tuple[float, float]:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 
+from . import _init as random_init
 from ._activations import get_activation
 from ._base import (
     SCALINGS_TWO_LAYER,
@@ -68,10 +69,10 @@ class TwoLayer(AbstractModel):
         self.train_first = bool(train_first)
         self.train_second = bool(train_second)
         self.outputs = check_size("outputs", outputs)
-        kw, kc = jax.random.split(key)
+        kw, kc = random_init.split(key, 2)
         dtype = default_float()
-        self.W = jax.random.normal(kw, (m, d), dtype)
-        self.c = jax.random.normal(kc, (m,) if outputs == 1 else (m, outputs), dtype)
+        self.W = random_init.normal(kw, (m, d), dtype)
+        self.c = random_init.normal(kc, (m,) if outputs == 1 else (m, outputs), dtype)
 
     @property
     def exponent(self) -> float:
