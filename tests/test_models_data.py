@@ -161,3 +161,21 @@ def test_models_draw_their_weights_from_the_documented_keys():
         np.asarray(deep.Z[1]), np.asarray(jax.random.normal(keys[1], (6, 6)))
     )
     np.testing.assert_array_equal(np.asarray(deep.c), np.asarray(jax.random.normal(keys[-1], (7,))))
+
+
+def test_init_goes_to_jax_directly_without_the_partitionable_generator(monkeypatch):
+    # The prefix property holds only for the partitionable threefry: with it off, the
+    # draws must still be JAX's own (then computed by jax.random directly).
+    from gflow._models import _init
+
+    monkeypatch.setattr(_init, "_flat_normal", None)  # would fail if used
+    before = jax.config.jax_threefry_partitionable
+    jax.config.update("jax_threefry_partitionable", False)
+    try:
+        key = jax.random.key(5)
+        got = _init.normal(key, (3, 4), jnp.float64)
+        np.testing.assert_array_equal(
+            np.asarray(got), np.asarray(jax.random.normal(key, (3, 4), jnp.float64))
+        )
+    finally:
+        jax.config.update("jax_threefry_partitionable", before)

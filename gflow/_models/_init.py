@@ -28,7 +28,9 @@ def _bucket(n: int) -> int:
 
 
 def _direct(key: jax.Array) -> bool:
-    return isinstance(key, jax.core.Tracer) or not jax.config.jax_threefry_partitionable
+    # A JAX without the flag has only the partitionable generator.
+    partitionable = getattr(jax.config, "jax_threefry_partitionable", True)
+    return isinstance(key, jax.core.Tracer) or not partitionable
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))
