@@ -179,3 +179,16 @@ def test_init_goes_to_jax_directly_without_the_partitionable_generator(monkeypat
         )
     finally:
         jax.config.update("jax_threefry_partitionable", before)
+
+
+def test_large_draws_go_to_jax_directly(monkeypatch):
+    # Above 2^22 entries a power-of-two bucket could nearly double the peak memory: such
+    # draws must not use the bucketed generator.
+    from gflow._models import _init
+
+    monkeypatch.setattr(_init, "_flat_normal", None)  # would fail if used
+    key, big = jax.random.key(2), (_init._MAX_BUCKETED + 3,)
+    got = _init.normal(key, big, jnp.float32)
+    np.testing.assert_array_equal(
+        np.asarray(got[-5:]), np.asarray(jax.random.normal(key, big, jnp.float32)[-5:])
+    )

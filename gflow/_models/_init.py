@@ -6,7 +6,9 @@ sweep over widths. With JAX's partitionable threefry (`jax_threefry_partitionabl
 default since JAX 0.5) the draws of a shape are the first prod(shape) draws of a flat
 vector from the same key, bit for bit. So `normal` draws a flat vector whose length is
 rounded up to a power of two (one compiled generator per length bucket and dtype) and
-takes its prefix (a small program per shape); `split` does the same for keys. Values are
+takes its prefix (a small program per shape); `split` does the same for keys. Draws of
+more than 2^22 entries go to JAX directly (their compile is small next to the draw, and
+a bucket could nearly double the peak memory). Values are
 identical to `jax.random.normal` / `jax.random.split` (tests/test_models_data.py checks
 it); under a trace (vmap, jit) or with the partitionable flag off, both call JAX
 directly.
@@ -21,6 +23,9 @@ import jax
 import numpy as np
 
 _MIN_BUCKET = 1024
+# Above this many entries a draw goes to JAX directly: its compile is then small next to
+# the draw itself, and a power-of-two bucket could nearly double the peak memory.
+_MAX_BUCKETED = 1 << 22
 
 
 def _bucket(n: int) -> int:
@@ -46,7 +51,7 @@ def _prefix(flat: jax.Array, shape: tuple[int, ...]) -> jax.Array:
 def normal(key: jax.Array, shape: tuple[int, ...], dtype) -> jax.Array:
     """`jax.random.normal(key, shape, dtype)`, with one compiled generator per size bucket."""
     shape = tuple(int(s) for s in shape)
-    if _direct(key):
+    if _direct(key) or math.prod(shape) > _MAX_BUCKETED:
         return jax.random.normal(key, shape, dtype)
     flat = _flat_normal(key, _bucket(math.prod(shape)), np.dtype(dtype))
     return _prefix(flat, shape)
@@ -65,7 +70,7 @@ def _take(keys: jax.Array, i: jax.Array) -> jax.Array:
 def split(key: jax.Array, num: int) -> list[jax.Array]:
     """`list(jax.random.split(key, num))`, with one compiled program per size bucket."""
     num = int(num)
-    if _direct(key):
+    if _direct(key) or num > _MAX_BUCKETED:
         return list(jax.random.split(key, num))
     keys = _split(key, _bucket(num))
     return [_take(keys, np.int32(i)) for i in range(num)]
