@@ -295,9 +295,7 @@ def integrate_checkpointed(
         )
 
     spec0 = spec_of(0)
-    _implicit.reset_counts()  # the solver's init may build a Jacobian (Rosenbrock-W)
     step_exe, carry0, compile_seconds, cache_hit = compile_segments(spec0, spec0.problem.theta0)
-    init_rows = _implicit.read_counts()["jac_rows"]
     saved_pieces: list[dict] = []
     stats = dict.fromkeys(STAT_KEYS, 0)
     run_before = 0.0
@@ -309,8 +307,7 @@ def integrate_checkpointed(
         counted.update({k: int(ck["stats"].get(f"counted_{k}", 0)) for k in counted})
     else:
         y, first = np.asarray(problem.theta0), 0
-        carry = carry0
-        counted["jac_rows"] += init_rows
+        carry = carry0  # types only: the first segment starts the solver anew (fresh)
     n_seg = bounds.size - 1
     delay = float(os.environ.get(DELAY_ENV, "0") or 0)
     bar = None
@@ -329,7 +326,8 @@ def integrate_checkpointed(
     written = 0
     with stop_signals() as flag:
         for j in range(first, n_seg):
-            raw = step_exe(dynamic((spec_of(j), y, carry)))
+            fresh = np.asarray(j == 0 and not checkpoint.resume)
+            raw = step_exe(dynamic((spec_of(j), y, carry, fresh)))
             out = to_host(raw)
             saved_pieces.append(jax.tree_util.tree_map(lambda a, j=j: a[: counts[j]], out["saved"]))
             for k in STAT_KEYS:

@@ -14,14 +14,16 @@ at each segment boundary (one extra, shorter step per segment).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._cache import compile_for
+from ._cache import checks_without_callbacks, compile_for
 from ._field import FORWARD, make_event, make_save_fn, make_term, watches_divergence
 
 PyTree = Any
@@ -111,10 +113,13 @@ def segment_init(a: tuple) -> dict[str, Any]:
 
 
 def segment_step(a: tuple) -> dict[str, Any]:
-    """a = (spec, y0, carry): integrate one segment [spec.t0, spec.t1] from y0, recording
-    the loss, gradient norm, metrics (and theta when `save_params`) at spec.ts;
-    raw["carry"] continues exactly into the next segment."""
-    spec, y0, carry = a
+    """a = (spec, y0, carry, fresh): integrate one segment [spec.t0, spec.t1] from y0,
+    recording the loss, gradient norm, metrics (and theta when `save_params`) at spec.ts;
+    raw["carry"] continues exactly into the next segment. With `fresh` (a boolean array)
+    the solver and controller start anew at spec.t0 (`segment_init`, run inside this
+    program: one program to compile instead of two) and `carry` only gives the types."""
+    spec, y0, carry, fresh = a
+    carry = jax.lax.cond(fresh, lambda: segment_init((spec, y0)), lambda: carry)
     controller, adaptive = _controller(spec)
     term = make_term(spec.count_evals)
     save_fn = make_save_fn(dict(spec.metrics), spec.save_params)
@@ -158,18 +163,27 @@ def segment_step(a: tuple) -> dict[str, Any]:
     }
 
 
+def _zeros_like_output(s: Any) -> np.ndarray:
+    return np.zeros(s.shape, s.dtype) if isinstance(s, jax.ShapeDtypeStruct) else np.asarray(s)
+
+
 def compile_segments(spec, y0):
-    """Compile (or take from the cache) both segment programs and run `segment_init`
-    (host arrays, so that every later carry has exactly the same types).
+    """Compile (or take from the cache) the segment program.
 
     Returns:
         (step_exe, carry0, compile_seconds, cache_hit): `step_exe(dynamic((spec_j, y,
-        carry)))` integrates segment j.
+        carry, fresh)))` integrates segment j; carry0 is a zero carry of the right types
+        (host arrays, as every later carry), passed with fresh = True to start a run.
     """
-    init_exe, dyn, hit_init, sec_init = compile_for(segment_init, (spec, y0))
-    carry0 = to_host(init_exe(dyn))
-    step_exe, _, hit_step, sec_step = compile_for(segment_step, (spec, y0, carry0))
-    return step_exe, carry0, sec_init + sec_step, hit_init and hit_step
+    start = time.perf_counter()
+    with checks_without_callbacks():
+        shapes = eqx.filter_eval_shape(segment_init, (spec, y0))
+    # Python scalars in the state (e.g. a flag of the controller) become arrays, as they
+    # do when they leave a compiled program.
+    carry0 = jax.tree_util.tree_map(_zeros_like_output, shapes)
+    trace_seconds = time.perf_counter() - start
+    step_exe, _, hit, sec = compile_for(segment_step, (spec, y0, carry0, np.asarray(True)))
+    return step_exe, carry0, sec + (0.0 if hit else trace_seconds), hit
 
 
 def to_host(tree: PyTree) -> PyTree:
