@@ -105,9 +105,8 @@ def stack_params(trees: Sequence[PyTree]) -> PyTree:
         if on_host:  # results on the host stay there (no device round trip, no compile)
             stacked = jtu.tree_map(lambda *xs: np.stack(xs), *arrays)
         else:  # one compiled program per structure, not one per leaf shape
-            jtu.tree_map(lambda *xs: None, *arrays)  # structures must agree (ValueError)
             stacked = _stack_trees(arrays)
-    except (ValueError, TypeError) as exc:
+    except ValueError as exc:
         raise ValueError(
             "members: the members differ in structure or shapes (e.g. widths or hyper-"
             f"parameters); an ensemble needs identical shapes ({exc}). Run different shapes "

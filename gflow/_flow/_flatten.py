@@ -78,16 +78,8 @@ class Unravel(eqx.Module):
     def __call__(self, flat: jax.Array) -> PyTree:
         sizes = [int(np.prod(s, dtype=np.int64)) for s in self.shapes]
         cuts = np.cumsum(sizes)[:-1].tolist()
-        if isinstance(flat, np.ndarray):  # a result on the host: numpy, no compile
-            parts = np.split(flat, cuts) if cuts else [flat]
-            return jtu.tree_unflatten(
-                self.treedef,
-                [
-                    p.reshape(sh).astype(dt)
-                    for p, sh, dt in zip(parts, self.shapes, self.dtypes, strict=True)
-                ],
-            )
-        parts = jnp.split(flat, cuts) if cuts else [flat]
+        xp = np if isinstance(flat, np.ndarray) else jnp  # a result on the host: no compile
+        parts = xp.split(flat, cuts) if cuts else [flat]
         leaves = [
             part.reshape(shape).astype(dt)
             for part, shape, dt in zip(parts, self.shapes, self.dtypes, strict=True)
