@@ -33,11 +33,13 @@ import jax
 import jax.tree_util as jtu
 import numpy as np
 
+from . import _exe_store
+
 PyTree = Any
 
 _LOCK = threading.Lock()
 _CACHE: OrderedDict[Hashable, Any] = OrderedDict()
-_COUNTS = {"hits": 0, "misses": 0, "uncacheable": 0}
+_COUNTS = {"hits": 0, "disk_hits": 0, "misses": 0, "uncacheable": 0}
 _SIZE = [int(os.environ.get("GFLOW_CACHE_SIZE", "64"))]
 
 
@@ -63,7 +65,8 @@ def clear_cache() -> None:
 
 
 def cache_info() -> dict[str, int]:
-    """{"hits", "misses", "uncacheable", "size", "maxsize"} of gflow's compile cache."""
+    """{"hits", "disk_hits", "misses", "uncacheable", "size", "maxsize"} of gflow's
+    compile cache (disk_hits: programs loaded from the disk store, `_exe_store`)."""
     with _LOCK:
         return {**_COUNTS, "size": len(_CACHE), "maxsize": _SIZE[0]}
 
@@ -160,16 +163,52 @@ def _as_device(leaf: Any) -> Any:
     return leaf if isinstance(leaf, jax.Array) else jax.numpy.asarray(leaf)
 
 
+def _compile(fn: Callable, static: PyTree, dyn: PyTree, disk_key: str | None) -> Any:
+    """Trace, lower and compile `fn` for `dyn`; store the program on disk under
+    `disk_key` when XLA compiled it here (see `_exe_store.jax_cache_hits`)."""
+    with checks_without_callbacks():
+        lowered = jax.jit(lambda d: fn(eqx.combine(d, static))).lower(dyn)
+    jax_hits = _exe_store.jax_cache_hits() if disk_key is not None else 0
+    exe = lowered.compile()
+    if disk_key is not None and _exe_store.jax_cache_hits() == jax_hits:
+        _exe_store.store(disk_key, exe, dyn)
+    return exe
+
+
+class _Loaded:
+    """A program loaded from the disk store. Its first run is checked: should it fail in
+    the runtime (a damaged or foreign entry), the entry is removed and the program is
+    compiled here and run instead, so a bad entry costs a compile, never a result."""
+
+    def __init__(self, exe: Any, disk_key: str, recompile: Callable[[], Any]):
+        self._exe, self._disk_key, self._recompile = exe, disk_key, recompile
+        self._checked = False
+
+    def __call__(self, dyn: PyTree) -> PyTree:
+        if self._checked:
+            return self._exe(dyn)
+        try:
+            out = jax.block_until_ready(self._exe(dyn))
+        except jax.errors.JaxRuntimeError:
+            _exe_store.discard(self._disk_key)
+            self._exe = self._recompile()
+            out = self._exe(dyn)
+        self._checked = True
+        return out
+
+
 def compile_for(
     fn: Callable[[PyTree], PyTree], spec: PyTree
-) -> tuple[Callable[[PyTree], PyTree], PyTree, bool, float]:
-    """The compiled program of `fn` for the structure of `spec`, from the cache or
+) -> tuple[Callable[[PyTree], PyTree], PyTree, str, float]:
+    """The compiled program of `fn` for the structure of `spec`, from the cache, from the
+    disk store of compiled programs (`_exe_store`, on with the persistent cache), or
     compiled now.
 
     Returns:
-        (exe, dyn, hit, compile_seconds): `exe(dynamic(other_spec))` runs `fn` on any
-        spec of the same structure; dyn is this spec's dynamic part; hit says whether
-        the program came from the cache (compile_seconds is then 0.0).
+        (exe, dyn, source, compile_seconds): `exe(dynamic(other_spec))` runs `fn` on any
+        spec of the same structure; dyn is this spec's dynamic part; source is "memory"
+        (this process's cache; compile_seconds is then 0.0), "disk" (loaded without
+        tracing; compile_seconds is the load time) or "compiled".
     """
     key, dyn, static = structure_key(fn, spec)
     with _LOCK:
@@ -178,22 +217,27 @@ def compile_for(
             _CACHE.move_to_end(key)
             _COUNTS["hits"] += 1
     if exe is not None:
-        return exe, dyn, True, 0.0
+        return exe, dyn, "memory", 0.0
     start = time.perf_counter()
-    with checks_without_callbacks():
-        lowered = jax.jit(lambda d: fn(eqx.combine(d, static))).lower(dyn)
-    exe = lowered.compile()
+    source = "compiled"
+    disk_key = _exe_store.program_key(fn, dyn, static) if _exe_store.folder() else None
+    exe = _exe_store.load(disk_key, dyn) if disk_key is not None else None
+    if exe is not None:
+        source = "disk"
+        exe = _Loaded(exe, disk_key, lambda: _compile(fn, static, dyn, None))
+    else:
+        exe = _compile(fn, static, dyn, disk_key)
     compile_seconds = time.perf_counter() - start
     with _LOCK:
         if key is None:
             _COUNTS["uncacheable"] += 1
         else:
-            _COUNTS["misses"] += 1
+            _COUNTS["disk_hits" if source == "disk" else "misses"] += 1
             if _SIZE[0] > 0:
                 _CACHE[key] = exe
                 while len(_CACHE) > _SIZE[0]:
                     _CACHE.popitem(last=False)
-    return exe, dyn, False, compile_seconds
+    return exe, dyn, source, compile_seconds
 
 
 def dynamic(spec: PyTree) -> PyTree:
@@ -209,15 +253,17 @@ def compiled_call(fn: Callable[[PyTree], PyTree], spec: PyTree) -> tuple[PyTree,
         spec: the pytree fn takes; array leaves become program arguments.
 
     Returns:
-        (outputs, timing) with timing = {"cache_hit": bool, "compile_seconds",
-        "run_seconds"}; compile_seconds is 0.0 on a hit. Outputs are ready (blocked on).
+        (outputs, timing) with timing = {"cache_hit": bool, "program_source" ("memory",
+        "disk" or "compiled"), "compile_seconds", "run_seconds"}; compile_seconds is 0.0
+        on a hit. Outputs are ready (blocked on).
     """
-    exe, dyn, hit, compile_seconds = compile_for(fn, spec)
+    exe, dyn, source, compile_seconds = compile_for(fn, spec)
     start = time.perf_counter()
     out = jax.block_until_ready(exe(dyn))
     run_seconds = time.perf_counter() - start
     return out, {
-        "cache_hit": hit,
+        "cache_hit": source == "memory",
+        "program_source": source,
         "compile_seconds": compile_seconds,
         "run_seconds": run_seconds,
     }

@@ -295,7 +295,7 @@ def integrate_checkpointed(
         )
 
     spec0 = spec_of(0)
-    step_exe, carry0, compile_seconds, cache_hit = compile_segments(spec0, spec0.problem.theta0)
+    step_exe, carry0, compile_seconds, source = compile_segments(spec0, spec0.problem.theta0)
     saved_pieces: list[dict] = []
     stats = dict.fromkeys(STAT_KEYS, 0)
     run_before = 0.0
@@ -388,7 +388,8 @@ def integrate_checkpointed(
         compile_seconds=compile_seconds,
         run_seconds=run_seconds,
         counts=_counted(counted),
-        cache_hit=cache_hit,
+        cache_hit=source == "memory",
+        program_source=source,
     )
     sol.stats.update(
         segments=n_seg,

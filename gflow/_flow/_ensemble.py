@@ -320,10 +320,12 @@ def simulate_ensemble(
                 compile_seconds=compile_seconds,
                 run_seconds=run_seconds,
                 cache_hit=timing["cache_hit"],
+                program_source=timing["program_source"],
             )
         )
     ens = assemble(members, ts, problem, settings, compile_seconds, run_seconds, size - n)
     ens.stats["cache_hit"] = timing["cache_hit"]
+    ens.stats["program_source"] = timing["program_source"]
     return ens
 
 

@@ -83,6 +83,7 @@ def solution_from_raw(
     run_seconds: float,
     counts: dict[str, int] | None = None,
     cache_hit: bool = False,
+    program_source: str = "compiled",
 ) -> Solution:
     """Turn one (unbatched, host) raw output of a solve function into a `Solution`:
     decode the diffrax result, trim what was not reached, explain failures.
@@ -161,6 +162,7 @@ def solution_from_raw(
             stats["grad_equivalents"] += stats["jacobian_rows"]
     stats["save_evals"] = int(ts_kept.size)
     stats["cache_hit"] = bool(cache_hit)
+    stats["program_source"] = program_source
     stats["compile_seconds"] = compile_seconds
     stats["run_seconds"] = run_seconds
     stats["max_steps"] = int(max_steps)

@@ -171,9 +171,10 @@ def compile_segments(spec, y0):
     """Compile (or take from the cache) the segment program.
 
     Returns:
-        (step_exe, carry0, compile_seconds, cache_hit): `step_exe(dynamic((spec_j, y,
+        (step_exe, carry0, compile_seconds, source): `step_exe(dynamic((spec_j, y,
         carry, fresh)))` integrates segment j; carry0 is a zero carry of the right types
-        (host arrays, as every later carry), passed with fresh = True to start a run.
+        (host arrays, as every later carry), passed with fresh = True to start a run;
+        source is where the program came from ("memory", "disk" or "compiled").
     """
     start = time.perf_counter()
     with checks_without_callbacks():
@@ -182,8 +183,8 @@ def compile_segments(spec, y0):
     # do when they leave a compiled program.
     carry0 = jax.tree_util.tree_map(_zeros_like_output, shapes)
     trace_seconds = time.perf_counter() - start
-    step_exe, _, hit, sec = compile_for(segment_step, (spec, y0, carry0, np.asarray(True)))
-    return step_exe, carry0, sec + (0.0 if hit else trace_seconds), hit
+    step_exe, _, source, sec = compile_for(segment_step, (spec, y0, carry0, np.asarray(True)))
+    return step_exe, carry0, sec + (0.0 if source == "memory" else trace_seconds), source
 
 
 def to_host(tree: PyTree) -> PyTree:

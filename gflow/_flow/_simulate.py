@@ -125,6 +125,7 @@ def integrate(
         run_seconds=timing["run_seconds"],
         counts=counts,
         cache_hit=timing["cache_hit"],
+        program_source=timing["program_source"],
     )
 
 
