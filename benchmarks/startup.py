@@ -1,9 +1,11 @@
 """What a user waits for before and around the solve, each in a fresh process:
 
-- `python -c "import gflow"` and `gflow --help` (median of --repeats runs);
+- `python -c "import gflow"` and `gflow --help` (median of --repeats runs), and, for
+  reference, `import jax` and `import ml_dtypes` (docs/dependencies.md);
 - `gflow run` (the built-in default) end to end, the first time with an empty persistent
   compilation cache and then again with the cache it filled, --repeats pairs; with the
-  compile and run seconds of the solve that each run recorded in result.json;
+  compile and run seconds of the solve that each run recorded in result.json, and where
+  the second run's program came from (the disk store of compiled programs);
 - the first call of `gflow.simulate` on the default problem in a fresh process without
   the persistent cache: compile seconds (trace + lower + XLA) and the whole call.
 
@@ -48,6 +50,12 @@ def timed(cmd: list[str], env: dict) -> tuple[float, str]:
     return time.perf_counter() - start, out.stdout
 
 
+def _versions() -> dict:
+    from importlib.metadata import version
+
+    return {n: version(n) for n in ("jax", "jaxlib", "ml_dtypes", "numpy", "diffrax", "equinox")}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
@@ -61,6 +69,12 @@ def main(argv=None) -> None:
         timed([sys.executable, "-c", "import gflow"], base_env)[0] for _ in range(args.repeats)
     ]
     res["gflow_help"] = [timed([gflow_bin, "--help"], base_env)[0] for _ in range(args.repeats)]
+    res["import_jax"] = [
+        timed([sys.executable, "-c", "import jax"], base_env)[0] for _ in range(args.repeats)
+    ]
+    res["import_ml_dtypes"] = [
+        timed([sys.executable, "-c", "import ml_dtypes"], base_env)[0] for _ in range(args.repeats)
+    ]
 
     runs = []
     for _ in range(args.repeats):
@@ -75,6 +89,8 @@ def main(argv=None) -> None:
                 "wall": wall,
                 "compile_seconds": stats["compile_seconds"],
                 "run_seconds": stats["run_seconds"],
+                # "compiled", or "disk": loaded from the store of compiled programs
+                "program_source": stats.get("program_source"),
             }
             shutil.rmtree(out, ignore_errors=True)
         shutil.rmtree(cache, ignore_errors=True)
@@ -111,6 +127,7 @@ def main(argv=None) -> None:
         "cpu_count": os.cpu_count(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "loadavg_at_end": os.getloadavg(),
+        "versions": _versions(),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=1))

@@ -156,7 +156,6 @@ def test_second_process_loads_the_program_and_gets_the_same_answer(tmp_path):
     again = _run(folder)
     assert again == {**first, "source": "compiled"}
     assert not entries[0].exists()
-    assert _run(folder)["source"] == "compiled"
     # ... until XLA compiles it in a process: then it is stored, and loads
     for path in folder.iterdir():
         if path.is_file():
@@ -170,8 +169,7 @@ def test_store_off_with_the_persistent_cache(tmp_path):
     folder = tmp_path / "xla"
     off = {"GFLOW_COMPILE_CACHE": "0"}
     assert _run(folder, env_extra=off)["source"] == "compiled"
-    assert _run(folder, env_extra=off)["source"] == "compiled"
-    assert not (folder / store.SUBFOLDER).exists()
+    assert not (folder / store.SUBFOLDER).exists()  # nothing a later process could load
 
 
 def test_store_evicts_least_recently_used(tmp_path, monkeypatch):
