@@ -111,6 +111,8 @@ _SCRIPT = textwrap.dedent(
     enable_persistent_cache(sys.argv[1])
     if os.environ.get("TEST_STORE_UNGUARDED"):  # store even programs JAX loaded
         _exe_store.jax_cache_hits = lambda: 0
+    if os.environ.get("TEST_SOURCE_DIGEST"):  # as if gflow's code had changed
+        _exe_store._source_digest = lambda: os.environ["TEST_SOURCE_DIGEST"]
     m, t1 = int(sys.argv[2]), float(sys.argv[3])
     data = gflow.make_synthetic(n=16, d=4, seed=0)
     model = gflow.TwoLayer(d=4, m=m, key=jax.random.key(int(sys.argv[4])))
@@ -144,11 +146,17 @@ def test_second_process_loads_the_program_and_gets_the_same_answer(tmp_path):
     assert len(entries) == 1
     second = _run(folder)
     assert second == {**first, "source": "disk"}  # bitwise the same losses and times
+    # gflow's code changed (an upgrade that leaves this program's HLO as it was): a new
+    # key, a new program name for JAX's cache, so XLA compiles it and it is stored
+    upgraded = {"TEST_SOURCE_DIGEST": "another version"}
+    assert _run(folder, env_extra=upgraded) == {**first, "source": "compiled"}
+    assert _run(folder, env_extra=upgraded) == {**first, "source": "disk"}
+    assert len(list((folder / store.SUBFOLDER).glob("*.pkl"))) == 2
     # new values of the same structure: loaded; another width: compiled and added
     other_values = _run(folder, t1=3.0, seed=1)
     assert other_values["source"] == "disk" and other_values["hash"] != first["hash"]
     assert _run(folder, m=9)["source"] == "compiled"
-    assert len(list((folder / store.SUBFOLDER).glob("*.pkl"))) == 2
+    assert len(list((folder / store.SUBFOLDER).glob("*.pkl"))) == 3
 
     # a damaged entry is dropped and the solve compiles; XLA's program then comes from
     # JAX's persistent cache, which is never stored again (`jax_cache_hits`), ...

@@ -165,9 +165,20 @@ def _as_device(leaf: Any) -> Any:
 
 def _compile(fn: Callable, static: PyTree, dyn: PyTree, disk_key: str | None) -> Any:
     """Trace, lower and compile `fn` for `dyn`; store the program on disk under
-    `disk_key` when XLA compiled it here (see `_exe_store.jax_cache_hits`)."""
+    `disk_key` when XLA compiled it here (see `_exe_store.jax_cache_hits`).
+
+    A storable program is named after its key (`jit_gflow_<key>`): JAX's persistent cache
+    keys on the module name too, so a program whose key is new (gflow upgraded, say) is
+    compiled by XLA and stored, instead of being found in JAX's cache under the
+    program's old name and never stored."""
+
+    def program(d: PyTree) -> PyTree:
+        return fn(eqx.combine(d, static))
+
+    if disk_key is not None:
+        program.__name__ = program.__qualname__ = f"gflow_{disk_key[:24]}"
     with checks_without_callbacks():
-        lowered = jax.jit(lambda d: fn(eqx.combine(d, static))).lower(dyn)
+        lowered = jax.jit(program).lower(dyn)
     jax_hits = _exe_store.jax_cache_hits() if disk_key is not None else 0
     exe = lowered.compile()
     if disk_key is not None and _exe_store.jax_cache_hits() == jax_hits:
