@@ -5,6 +5,7 @@ second process that loads the program without tracing and gets bitwise the same 
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -116,8 +117,16 @@ _SCRIPT = textwrap.dedent(
     m, t1 = int(sys.argv[2]), float(sys.argv[3])
     data = gflow.make_synthetic(n=16, d=4, seed=0)
     model = gflow.TwoLayer(d=4, m=m, key=jax.random.key(int(sys.argv[4])))
-    sol = gflow.simulate_mse(model, data, t1, ts=np.linspace(0.0, t1, 9))
-    h = hashlib.sha256(np.asarray(sol.loss).tobytes() + np.asarray(sol.ts).tobytes()).hexdigest()
+    metrics = None
+    if os.environ.get("TEST_METRIC_SOURCE"):  # a metric as if in a gflow module
+        ns = {"__name__": "gflow._test_metric"}
+        exec(os.environ["TEST_METRIC_SOURCE"], ns)
+        metrics = {"lam": ns["lam"]}
+    sol = gflow.simulate_mse(model, data, t1, ts=np.linspace(0.0, t1, 9), metrics=metrics)
+    h = hashlib.sha256(np.asarray(sol.loss).tobytes() + np.asarray(sol.ts).tobytes())
+    if metrics:
+        h.update(np.asarray(sol.metrics["lam"]).tobytes())
+    h = h.hexdigest()
     print(json.dumps({"source": sol.stats["program_source"], "hash": h,
                       "loss": float(sol.loss[-1])}))
     """
@@ -264,3 +273,17 @@ def test_code_digest_ignores_reference_counts():
     assert refs  # held until here
     other = _gflow_namespace(src.replace("1.5", "2.5"))["f"].__code__
     assert store._code_digest(other) != before
+
+
+def test_a_loaded_program_calling_lapack_runs(tmp_path):
+    # JAX registers the CPU's LAPACK handlers when it first lowers a linear-algebra call;
+    # a process that loads the program instead never lowers one. Without initializing
+    # them before loading, this second process died of a segfault (a null handler).
+    folder = tmp_path / "xla"
+    src = "import jax.numpy as jnp\ndef lam(m):\n    return jnp.linalg.eigvalsh(m.W @ m.W.T)[0]\n"
+    eigh = {"TEST_METRIC_SOURCE": src}
+    first = _run(folder, env_extra=eigh)
+    assert first["source"] == "compiled"
+    (entry,) = (folder / store.SUBFOLDER).glob("*.pkl")
+    assert "lapack_dsyevd_ffi" in pickle.loads(entry.read_bytes())["custom_calls"]
+    assert _run(folder, env_extra=eigh) == {**first, "source": "disk"}

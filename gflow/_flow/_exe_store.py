@@ -44,6 +44,7 @@ import importlib.metadata
 import os
 import pickle
 import platform
+import re
 import sys
 import tempfile
 import types
@@ -55,7 +56,7 @@ import numpy as np
 
 MAX_ENTRIES = 64
 SUBFOLDER = "gflow-programs"
-_FORMAT = 1
+_FORMAT = 2
 
 # Functions and types are described by name only where their code is in the key: gflow's
 # own (the source digest) and the pinned libraries below (their versions).
@@ -352,15 +353,13 @@ def load(key: str, dyn: Any) -> Any | None:
     except OSError:
         return None
     try:
-        from jax.experimental import serialize_executable
-
         entry = pickle.loads(blob)
         if entry.get("format") != _FORMAT:
             raise ValueError("another format")
         in_tree = jax.tree_util.tree_structure(((dyn,), {}))
-        exe = serialize_executable.deserialize_and_load(
-            entry["executable"], in_tree, entry["out_tree"]
-        )
+        if not set(entry["custom_calls"]) <= _LOADABLE_CUSTOM_CALLS:
+            raise ValueError("a custom call this process has not registered")
+        exe = _deserialize(entry["executable"], in_tree, entry["out_tree"])
     except Exception:  # noqa: BLE001 - a stale or broken entry: drop it and compile
         path.unlink(missing_ok=True)
         return None
@@ -376,6 +375,38 @@ def discard(key: str) -> None:
     where = folder()
     if where is not None:
         (where / f"{key}.pkl").unlink(missing_ok=True)
+
+
+def _lapack_targets() -> frozenset[str]:
+    try:
+        from jaxlib import lapack
+
+        return frozenset(lapack._lapack.registrations())
+    except Exception:  # noqa: BLE001 - another jaxlib layout: nothing is loadable
+        return frozenset()
+
+
+_LOADABLE_CUSTOM_CALLS = _lapack_targets()
+
+
+def custom_calls(exe: Any) -> set[str]:
+    """The custom-call targets in a compiled program's optimized HLO."""
+    return set(re.findall(r'custom_call_target="([^"]+)"', exe.as_text() or ""))
+
+
+def _deserialize(blob: bytes, in_tree: Any, out_tree: Any) -> Any:
+    """`deserialize_and_load`, after initializing the CPU's LAPACK handlers: JAX
+    registers them when it first lowers a linear-algebra call, which a process that
+    loads a program instead of tracing it never does; a loaded program calling LAPACK
+    (eigh in the kernel metrics) then jumps to a null handler and the process dies
+    (segfault; jax.export initializes them the same way before calling a module)."""
+    from jax.experimental import serialize_executable
+
+    if jax.default_backend() == "cpu":
+        from jax._src.lax import linalg
+
+        linalg.initialize_lapack()
+    return serialize_executable.deserialize_and_load(blob, in_tree, out_tree)
 
 
 def store(key: str, exe: Any, dyn: Any) -> bool:
@@ -395,10 +426,21 @@ def store(key: str, exe: Any, dyn: Any) -> bool:
             # host callbacks (progress meter, exact evaluation counts, test delays) are
             # registered per process: a loaded copy could not call them
             return False
+        calls = custom_calls(exe)
+        if not calls <= _LOADABLE_CUSTOM_CALLS:
+            # a handler another process may not have registered (see `_deserialize`)
+            return False
         blob, in_tree, out_tree = serialize_executable.serialize(exe)
         if in_tree != jax.tree_util.tree_structure(((dyn,), {})):
             return False
-        data = pickle.dumps({"format": _FORMAT, "executable": blob, "out_tree": out_tree})
+        data = pickle.dumps(
+            {
+                "format": _FORMAT,
+                "executable": blob,
+                "out_tree": out_tree,
+                "custom_calls": sorted(calls),
+            }
+        )
         where.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=where, suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
