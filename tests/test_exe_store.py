@@ -3,6 +3,7 @@ every change that alters the traced program, no key for code outside gflow, and 
 second process that loads the program without tracing and gets bitwise the same answer.
 """
 
+import enum
 import json
 import os
 import pickle
@@ -85,6 +86,12 @@ def test_code_outside_gflow_has_no_description():
 
     with pytest.raises(store.Unstable):
         store.describe(Local())
+
+    class Choice(enum.IntEnum):  # an int, but its type's code is the user's
+        A = 1
+
+    with pytest.raises(store.Unstable):
+        store.describe(Choice.A)
 
 
 def test_program_key_of_a_gflow_solve(tmp_path):

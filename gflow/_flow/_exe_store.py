@@ -101,14 +101,14 @@ def describe(obj: Any, *, const: bool = False, _seen: frozenset = frozenset()) -
     if id(obj) in _seen:
         raise Unstable("a reference cycle")
     seen = _seen | {id(obj)}
-    if obj is None or isinstance(obj, bool | int | float | complex | str | bytes):
+    if isinstance(obj, enum.Enum):  # before the scalars: an IntEnum is an int
+        return (*_named(type(obj), "enum"), obj.name)
+    if obj is None or type(obj) in (bool, int, float, complex, str, bytes):
         return (type(obj).__name__, repr(obj))
     if isinstance(obj, np.ndarray | np.generic | jax.Array):
         return _array_content(obj) if const else _array_signature(obj)
     if isinstance(obj, np.dtype):
         return ("dtype", obj.str)
-    if isinstance(obj, enum.Enum):
-        return (*_named(type(obj), "enum"), obj.name)
     if isinstance(obj, type):
         return _named(obj, "type")
     if type(obj) in (tuple, list):
