@@ -15,6 +15,8 @@ at each segment boundary (one extra, shorter step per segment).
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
+from collections.abc import Hashable
 from typing import Any
 
 import diffrax
@@ -23,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._cache import checks_without_callbacks, compile_for
+from ._cache import cache_size, checks_without_callbacks, compile_for, structure_key
 from ._field import FORWARD, make_event, make_save_fn, make_term, watches_divergence
 
 PyTree = Any
@@ -167,6 +169,29 @@ def _zeros_like_output(s: Any) -> np.ndarray:
     return np.zeros(s.shape, s.dtype) if isinstance(s, jax.ShapeDtypeStruct) else np.asarray(s)
 
 
+# Zero carries by structure of (spec, y0), so that a later call of the same structure
+# does not trace `segment_init` again (30-40 ms per call); bounded like the compile cache.
+# The arrays are only read (their types key the program; fresh=True ignores the values).
+_CARRY0: OrderedDict[Hashable, PyTree] = OrderedDict()
+
+
+def _carry0(spec, y0) -> PyTree:
+    key = structure_key(segment_init, (spec, y0))[0]
+    if key is not None and key in _CARRY0:
+        _CARRY0.move_to_end(key)
+        return _CARRY0[key]
+    with checks_without_callbacks():
+        shapes = eqx.filter_eval_shape(segment_init, (spec, y0))
+    # Python scalars in the state (e.g. a flag of the controller) become arrays, as they
+    # do when they leave a compiled program.
+    carry0 = jax.tree_util.tree_map(_zeros_like_output, shapes)
+    if key is not None and cache_size() > 0:
+        _CARRY0[key] = carry0
+        while len(_CARRY0) > cache_size():
+            _CARRY0.popitem(last=False)
+    return carry0
+
+
 def compile_segments(spec, y0):
     """Compile (or take from the cache) the segment program.
 
@@ -177,11 +202,7 @@ def compile_segments(spec, y0):
         source is where the program came from ("memory", "disk" or "compiled").
     """
     start = time.perf_counter()
-    with checks_without_callbacks():
-        shapes = eqx.filter_eval_shape(segment_init, (spec, y0))
-    # Python scalars in the state (e.g. a flag of the controller) become arrays, as they
-    # do when they leave a compiled program.
-    carry0 = jax.tree_util.tree_map(_zeros_like_output, shapes)
+    carry0 = _carry0(spec, y0)
     trace_seconds = time.perf_counter() - start
     step_exe, _, source, sec = compile_for(segment_step, (spec, y0, carry0, np.asarray(True)))
     return step_exe, carry0, sec + (0.0 if source == "memory" else trace_seconds), source
