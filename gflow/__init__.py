@@ -88,6 +88,7 @@ _API = {
     "load_solution": "._flow._persist",
     "Problem": "._flow._problem",
     "RosenbrockW": "._flow._rosenbrock",
+    "ExpRosenbrock": "._flow._rosenbrock",
     "ensemble_mesh": "._flow._sharding",
     "init_distributed": "._flow._sharding",
     "gradient_descent": "._flow._simulate",

@@ -98,7 +98,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
             "tsit5",
             _STR,
             tuple(sorted([*SOLVERS, "auto"])),
-            help="diffrax solver; 'auto': tsit5, or rosw on stiff least-squares flows",
+            help="diffrax solver; 'auto': tsit5, or on stiff least-squares flows exprb "
+            "(affine residuals) or rosw",
         ),
         "rtol": Field(1e-8, _NUM, minimum=0.0, exclusive_minimum=True, help="relative tolerance"),
         "atol": Field(1e-10, _NUM, minimum=0.0, exclusive_minimum=True, help="absolute tolerance"),

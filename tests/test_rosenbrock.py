@@ -165,23 +165,32 @@ def test_bad_inputs():
         RosenbrockW(jacobian_tol=0.0)
 
 
-def test_auto_chooses_by_stiffness_and_records_it():
+def test_auto_chooses_by_stiffness_and_linearity_and_records_it():
     # lambda_max of the Gauss-Newton kernel = eta * max(lam) = 2: S = 2 (t1 - t0).
     kw = dict(eta=_ETA, residual_fn=_res, rtol=1e-6, atol=1e-9)
     easy = gflow.simulate(_loss, jnp.zeros(_P), 50.0, solver="auto", **kw)
     stiff = gflow.simulate(_loss, jnp.zeros(_P), 2000.0, solver="auto", save_params=True, **kw)
-    for sol, chosen, t1 in ((easy, "tsit5", 50.0), (stiff, "rosw", 2000.0)):
+    for sol, chosen, t1 in ((easy, "tsit5", 50.0), (stiff, "exprb", 2000.0)):
         auto = sol.settings["auto"]
         np.testing.assert_allclose(auto["lambda_max"], _ETA * _LAM.max(), rtol=1e-10)
         np.testing.assert_allclose(auto["stiffness"], _ETA * _LAM.max() * t1, rtol=1e-10)
         assert auto["chosen"] == chosen and auto["switch_times"] == []
+        assert auto["linearity_defect"] < 1e-12  # affine residual: rounding level
         assert sol.stats["jacobian_rows"] >= _N  # the probe's rows are counted
-    assert easy.settings["solver"] == "Tsit5" and stiff.settings["solver"] == "RosenbrockW"
-    # Rosenbrock-W: the probe (n rows) + one Jacobian of the linear problem (n rows).
+    assert easy.settings["solver"] == "Tsit5" and stiff.settings["solver"] == "ExpRosenbrock"
+    # exprb: the probe (n rows, one residual evaluation) + one Jacobian (n rows).
     assert stiff.stats["jacobian_rows"] == 2 * _N
-    assert stiff.stats["grad_equivalents"] == stiff.stats["grad_evals"] + 2 * _N
+    assert stiff.stats["grad_equivalents"] == stiff.stats["grad_evals"] + 2 * _N + 1
     err = np.abs(stiff.params - _exact(stiff.ts)).max() / np.abs(_exact(stiff.ts)).max()
-    assert err < 1e-4, err  # rtol 1e-6 local control; observed ~1e-7
+    assert err < 1e-10, err  # exact method on a linear flow; observed ~1e-14
+    # A stiff nonlinear residual: Rosenbrock-W (order 3 whatever W; exprb would drop to 2).
+    theta0 = jnp.array([0.5, -0.3, 0.8, 0.1])
+    nl = gflow.simulate(
+        _loss_nl, theta0, 1e5, eta=_ETA, residual_fn=_res_nl, solver="auto", rtol=1e-6
+    )
+    auto = nl.settings["auto"]
+    assert auto["stiffness"] >= 2e3 and auto["linearity_defect"] > 1e-3, auto
+    assert auto["chosen"] == "rosw" and nl.settings["solver"] == "RosenbrockW" and nl.success
     no_res = gflow.simulate(_loss, jnp.zeros(_P), 2000.0, eta=_ETA, solver="auto", rtol=1e-4)
     assert no_res.settings["auto"]["chosen"] == "tsit5"
     assert "residual_fn" in no_res.settings["auto"]["reason"]

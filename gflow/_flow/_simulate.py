@@ -25,7 +25,7 @@ from ._dense import check_dense_memory
 from ._field import make_term
 from ._flatten import NO_ARGS, FlatProblem, flatten_problem
 from ._results import solution_from_raw
-from ._rosenbrock import needs_residual
+from ._rosenbrock import ExpRosenbrock, needs_residual
 from ._settings import (
     check_int,
     check_metrics,
@@ -139,12 +139,12 @@ def check_least_squares(problem: FlatProblem, state: str) -> None:
     the loss (checked at theta0, one evaluation), and a flat state."""
     if problem.residual_fn is None:
         raise ValueError(
-            "residual_fn: solver 'rosw' needs the residuals of the least-squares loss "
+            "residual_fn: solvers 'rosw' and 'exprb' need the residuals of the least-squares loss "
             "(params -> (n,) with loss = (1/2n)|r|^2); pass residual_fn= or use "
             "simulate_mse, or choose another solver."
         )
     if state != "flat":
-        raise ValueError(f"state: solver 'rosw' needs state='flat', got {state!r}.")
+        raise ValueError(f"state: solvers 'rosw' and 'exprb' need state='flat', got {state!r}.")
     r, loss = _residual_and_loss(problem)
     r, loss = np.asarray(r), float(loss)
     ls = 0.5 * float(np.mean(r**2))
@@ -201,9 +201,10 @@ def simulate(
         save_params: also return the parameters at every save time (memory k x P).
         metrics: name -> fn(params) -> array, recorded at the save times.
         solver: a diffrax solver object or a name in `SOLVERS`; default Tsit5.
-            "auto": Tsit5, or "rosw" when a residual_fn is given and the flow is stiff
-            (lambda_max of the Gauss-Newton kernel x (t1 - t0) >= 2e3; the choice and its
-            inputs in `settings["auto"]`, the probe's Jacobian rows in the stats).
+            "auto": Tsit5, or when a residual_fn is given and the flow is stiff (lambda_max
+            of the Gauss-Newton kernel x (t1 - t0) >= 2e3) "exprb" for an affine residual
+            and "rosw" otherwise (the choice and its inputs in `settings["auto"]`, the
+            probe's Jacobian rows and residual evaluation in the stats).
         stepsize_controller: default `gflow.PIDController(rtol, atol)` (diffrax's PID
             controller with CVODE's larger growth cap after the first step).
         rtol, atol: error-control tolerances of the default controller.
@@ -226,7 +227,7 @@ def simulate(
             (stages + 2) x P floats each) during the solve; not with `checkpoint` or
             state="tree" (docs/results.md).
         residual_fn: params -> (n,) residuals r (or (params, args) -> r with `args`),
-            with loss_fn = (1/2n)|r|^2 (least squares). Needed by `solver="rosw"`
+            with loss_fn = (1/2n)|r|^2 (least squares). Needed by `solver="rosw"`, "exprb"
             (Rosenbrock-W with the Gauss-Newton Jacobian, docs/benchmarks.md);
             `simulate_mse` passes the model's.
 
@@ -272,6 +273,12 @@ def simulate(
         solver_obj, auto_info = choose_solver(problem, t0, float(t1), state=state)
     if needs_residual(solver_obj):
         check_least_squares(problem, state)
+    if dense and isinstance(solver_obj, ExpRosenbrock):
+        raise ValueError(
+            "dense: solver 'exprb' evaluates its dense output with each step's Jacobian "
+            "factor (n x P), which dense=True would keep for every step; save at chosen "
+            "times instead (ts=..., save_params=True), or use solver='rosw' for dense output."
+        )
     if dense:
         check_dense_memory(solver_obj, make_term(False), problem, t0, float(t1), max_steps)
     settings = flow_settings(
@@ -319,7 +326,7 @@ def simulate(
         rows = auto_info["jacobian_rows"]
         sol.stats["jacobian_rows"] = sol.stats.get("jacobian_rows", 0) + rows
         if sol.stats["grad_equivalents"] is not None:
-            sol.stats["grad_equivalents"] += rows
+            sol.stats["grad_equivalents"] += rows + auto_info["probe_evals"]
     return sol
 
 

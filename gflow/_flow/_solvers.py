@@ -12,7 +12,7 @@ from . import _implicit
 from ._fsal import FSALSolver
 from ._fused import FusedTsit5
 from ._lowstorage import LowStorageRK4
-from ._rosenbrock import RosenbrockW
+from ._rosenbrock import ExpRosenbrock, RosenbrockW
 
 
 def _rk(cls: type) -> Callable[[], diffrax.AbstractSolver]:
@@ -44,6 +44,9 @@ SOLVERS: dict[str, Callable[[], diffrax.AbstractSolver]] = {
     # Rosenbrock-W (ROS34PW2) with the Gauss-Newton W of a least-squares loss, solved
     # through the n x n Woodbury system; needs residual_fn. _rosenbrock.py.
     "rosw": RosenbrockW,
+    # Exponential Rosenbrock (exprb43) with the same Gauss-Newton linearisation, its
+    # matrix functions through the n x n kernel; exact on linear least squares.
+    "exprb": ExpRosenbrock,
 }
 
 
@@ -67,7 +70,9 @@ def evals_per_step(solver: diffrax.AbstractSolver) -> tuple[int, int] | None:
     solvers, whose Newton iterations vary)."""
     if isinstance(solver, diffrax.Euler):
         return 1, 0
-    if isinstance(solver, FSALSolver | RosenbrockW):  # gflow's own: f(y0) once at the start
+    if isinstance(
+        solver, FSALSolver | RosenbrockW | ExpRosenbrock
+    ):  # gflow's own: f(y0) once at the start
         return solver.evals_per_step, 1
     tableau = getattr(solver, "tableau", None)
     if isinstance(solver, diffrax.AbstractERK) and isinstance(tableau, diffrax.ButcherTableau):
