@@ -1,5 +1,7 @@
-"""Stiff least-squares flows: Rosenbrock-W (`solver="rosw"`) vs Tsit5 vs matrix-free
-Kvaerno5, at equal trajectory error.
+"""Stiff least-squares flows: `solver="auto"` (which picks exprb or rosw here), the
+exponential Rosenbrock solver (`"exprb"`), Rosenbrock-W (`"rosw"`) vs Tsit5 vs
+matrix-free Kvaerno5, at equal trajectory error; ratios over auto (the issue's target)
+and over rosw.
 
 Two problems:
 
@@ -125,10 +127,22 @@ def rel_error(params: np.ndarray, ref: np.ndarray) -> float:
     return float(np.max(np.linalg.norm(params - ref, axis=1)) / np.max(np.linalg.norm(ref, axis=1)))
 
 
-def sweep(run, t1, ts, ref, solver, tols, spec=None) -> list[dict]:
+def _wall(sol) -> float:
+    """The solve's run time, plus for `auto` its stiffness/linearity probe (a separate
+    compiled call the user also pays; compile excluded after the first call)."""
+    return sol.stats["run_seconds"] + sol.settings.get("auto", {}).get("probe_seconds", 0.0)
+
+
+def sweep(run, t1, ts, ref, solver, tols, spec=None, repeats: int = 1) -> list[dict]:
+    """One row per tolerance; with repeats > 1 the call is repeated and run_seconds is
+    the median over the repeats (the numbers are identical: same inputs). run_seconds
+    excludes compilation (listed separately) and includes auto's probe (`_wall`)."""
     rows = []
     for tol in tols:
         sol = run(t1, ts, solver, tol)
+        walls = [_wall(sol)]
+        for _ in range(repeats - 1):
+            walls.append(_wall(run(t1, ts, solver, tol)))
         st = sol.stats
         ok = bool(sol.success and sol.params is not None and len(sol.ts) == len(ts))
         row = {
@@ -140,10 +154,16 @@ def sweep(run, t1, ts, ref, solver, tols, spec=None) -> list[dict]:
             "hvp_evals": st["hvp_evals"],
             "jacobian_rows": st.get("jacobian_rows", 0),
             "grad_equivalents": st["grad_equivalents"],
-            "run_seconds": st["run_seconds"],
+            "run_seconds": float(np.median(walls)),
+            "run_seconds_all": walls,
             "compile_seconds": st["compile_seconds"],
             "final_loss": float(sol.loss[-1]),
         }
+        if "auto" in sol.settings:
+            row["auto"] = {
+                k: sol.settings["auto"][k]
+                for k in ("chosen", "lambda_max", "stiffness", "linearity_defect", "probe_seconds")
+            }
         print(f"  {solver} tol {tol:g}: {row}", flush=True)
         rows.append(row)
     return rows
@@ -165,21 +185,28 @@ def at_target(rows: list[dict], key: str) -> dict:
 
 
 def compare(curves: dict[str, list[dict]]) -> dict:
+    """Cost at error 1e-6 of every curve, and ratios of every other curve over `auto`
+    (the issue's target) and over `rosw`."""
     at = {
         name: {k: at_target(rows, k) for k in ("grad_equivalents", "run_seconds")}
         for name, rows in curves.items()
     }
-    new = at["rosw"]
     ratios = {}
-    for name in curves:
-        if name == "rosw":
+    for base in ("auto", "rosw"):
+        if base not in at:
             continue
-        r = {}
-        for k in ("grad_equivalents", "run_seconds"):
-            a, b = at[name][k]["value"], new[k]["value"]
-            r[k] = None if not (a and b) else a / b
-        ratios[f"{name}_over_rosw"] = r
+        for name in curves:
+            if name == base or (base == "rosw" and name == "auto"):
+                continue
+            r = {}
+            for k in ("grad_equivalents", "run_seconds"):
+                a, b = at[name][k]["value"], at[base][k]["value"]
+                r[k] = None if not (a and b) else a / b
+            ratios[f"{name}_over_{base}"] = r
     return {"at_target": at, "ratios": ratios}
+
+
+_COLORS = {"auto": "k", "exprb": "C1", "rosw": "C2", "tsit5": "C3", "kvaerno5-matfree": "C4"}
 
 
 def figure(result: dict, path: Path) -> None:
@@ -196,8 +223,11 @@ def figure(result: dict, path: Path) -> None:
             ax.loglog(
                 [r["grad_equivalents"] for r in good],
                 [r["error"] for r in good],
-                "o-",
-                label=solver,
+                "o--" if solver == "auto" else "o-",
+                color=_COLORS.get(solver),
+                mfc="none" if solver == "auto" else None,
+                ms=9 if solver == "auto" else 6,
+                label=solver if solver != "auto" else "auto (chooses exprb / rosw)",
             )
         ax.axhline(TARGET, color="gray", lw=0.8, ls="--")
         ax.set_xlabel("gradient-equivalents")
@@ -235,8 +265,10 @@ def linear_case() -> dict:
     ts = np.minimum(np.concatenate([[0.0], np.logspace(-2, np.log10(t1), 40)]), t1)
     ref = exact(ts)
     curves = {
-        "rosw": sweep(run, t1, ts, ref, "rosw", [1e-4, 3e-5, 1e-5, 3e-6, 1e-6]),
-        "tsit5": sweep(run, t1, ts, ref, "tsit5", [1e-4, 1e-6]),
+        "auto": sweep(run, t1, ts, ref, "auto", [1e-4, 1e-6, 1e-8], repeats=5),
+        "exprb": sweep(run, t1, ts, ref, "exprb", [1e-4, 1e-6, 1e-8], repeats=5),
+        "rosw": sweep(run, t1, ts, ref, "rosw", [1e-4, 3e-5, 1e-5, 3e-6, 1e-6], repeats=5),
+        "tsit5": sweep(run, t1, ts, ref, "tsit5", [1e-4, 1e-6], repeats=5),
         "kvaerno5-matfree": sweep(run, t1, ts, ref, "kvaerno5-matfree", [1e-6, 1e-7, 1e-8]),
     }
     return {
@@ -265,7 +297,9 @@ def claim2_case(args) -> dict:
     print(f"  reference: {reference}", flush=True)
     tols = [1e-4, 1e-5, 1e-6] if args.quick else [1e-4, 3e-5, 1e-5, 3e-6, 1e-6, 3e-7]
     curves = {
+        "auto": sweep(run, t1, ts, ref, "auto", tols, spec),
         "rosw": sweep(run, t1, ts, ref, "rosw", tols, spec),
+        "exprb": sweep(run, t1, ts, ref, "exprb", [1e-4, 3e-5, 1e-5], spec),
         "tsit5": sweep(run, t1, ts, ref, "tsit5", [1e-4, 1e-6], spec),
     }
     if not args.no_kvaerno_claim2:

@@ -58,7 +58,8 @@ def test_least_squares_minimum_via_auto_and_gauss_newton():
     assert lim.classification == "minimum", lim.summary()
     # 4 zero Hessian eigenvalues (P - n flat directions): lambda_min ~ 0, not negative.
     assert abs(lim.lambda_min) < 1e-10 and lim.lambda_max > 0
-    assert any(w[4] == "RosenbrockW" for w in lim.windows)  # auto picked it on long windows
+    # auto picked the exponential solver on the long windows (stiff, affine residual)
+    assert any(w[4] == "ExpRosenbrock" for w in lim.windows), lim.windows
     np.testing.assert_allclose(lim.polished, star, atol=1e-12)
     assert lim.polished_loss < 1e-28
 

@@ -38,9 +38,11 @@ it and its inputs are recorded in `Solution.settings["auto"]`.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -52,27 +54,29 @@ STIFFNESS_THRESHOLD = 2e3
 LINEAR_DEFECT = 1e-8
 
 
+@eqx.filter_jit
+def _probe(prob: FlatProblem) -> tuple[jax.Array, jax.Array]:
+    theta = prob.theta0
+    jac = residual_jacobian(prob.residual, theta)
+    k = (jac * prob.eta[None, :]) @ jac.T / jac.shape[0]
+    lam = jnp.linalg.eigvalsh(0.5 * (k + k.T))[-1]
+    g = jax.random.normal(jax.random.key(0), theta.shape, theta.dtype)
+    scale = 1.0 + jnp.sqrt(jnp.mean(theta**2))
+    v = scale * g / jnp.sqrt(jnp.mean(g**2))
+    jv = jac @ v
+    miss = prob.residual(theta + v) - prob.residual(theta) - jv
+    return lam, jnp.linalg.norm(miss) / jnp.maximum(jnp.linalg.norm(jv), 1e-300)
+
+
 def kernel_probe(problem: FlatProblem) -> tuple[float, float, int]:
     """(lambda_max of J diag(eta) J^T / n at theta0, linearity defect, n): the largest
     eigenvalue of the Gauss-Newton part of the flow's Jacobian, and the relative defect
     of the residual's linear model along a fixed direction (module doc). Needs
     `problem.residual_fn` and a flat state; costs n Jacobian rows, one residual
-    evaluation and one n x n eigenvalue problem."""
-
-    def probe(prob: FlatProblem) -> tuple[jax.Array, jax.Array]:
-        theta = prob.theta0
-        jac = residual_jacobian(prob.residual, theta)
-        k = (jac * prob.eta[None, :]) @ jac.T / jac.shape[0]
-        lam = jnp.linalg.eigvalsh(0.5 * (k + k.T))[-1]
-        g = jax.random.normal(jax.random.key(0), theta.shape, theta.dtype)
-        scale = 1.0 + jnp.sqrt(jnp.mean(theta**2))
-        v = scale * g / jnp.sqrt(jnp.mean(g**2))
-        jv = jac @ v
-        miss = prob.residual(theta + v) - prob.residual(theta) - jv
-        return lam, jnp.linalg.norm(miss) / jnp.maximum(jnp.linalg.norm(jv), 1e-300)
-
+    evaluation and one n x n eigenvalue problem. Compiled once per problem structure
+    (a later call with new values reuses it)."""
     n = int(jax.eval_shape(problem.residual, problem.theta0).shape[0])
-    lam, defect = jax.jit(probe)(problem)
+    lam, defect = _probe(problem)
     return float(lam), float(defect), n
 
 
@@ -89,7 +93,8 @@ def choose_solver(
     Returns:
         (solver, info) with info = {"chosen", "reason", "lambda_max", "stiffness",
         "threshold", "jacobian_rows", "linearity_defect", "probe_evals" (residual
-        evaluations, counted as gradient-equivalents), "switch_times"}.
+        evaluations, counted as gradient-equivalents), "probe_seconds" (wall time of the
+        probe, compile included; not in the solve's run_seconds), "switch_times"}.
     """
     info: dict[str, Any] = {
         "threshold": float(threshold),
@@ -98,6 +103,7 @@ def choose_solver(
         "jacobian_rows": 0,
         "linearity_defect": None,
         "probe_evals": 0,
+        "probe_seconds": 0.0,
         "switch_times": [],
     }
     tsit5 = diffrax.Tsit5(scan_kind="lax")
@@ -108,10 +114,17 @@ def choose_solver(
             "chosen": "tsit5",
             "reason": f"{why}: the least-squares solvers are not usable",
         }
+    start = time.perf_counter()
     lam, defect, n = kernel_probe(problem)
+    seconds = time.perf_counter() - start
     s = lam * (float(t1) - float(t0))
     info.update(
-        lambda_max=lam, stiffness=s, jacobian_rows=n, linearity_defect=defect, probe_evals=1
+        lambda_max=lam,
+        stiffness=s,
+        jacobian_rows=n,
+        linearity_defect=defect,
+        probe_evals=1,
+        probe_seconds=seconds,
     )
     if np.isfinite(s) and s >= threshold:
         if defect <= LINEAR_DEFECT:
