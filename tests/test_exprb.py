@@ -287,3 +287,43 @@ def test_checkpointed_segments_are_exact_too(tmp_path):
     assert sol.success and sol.stats["segments"] == 3
     assert sol.stats["jacobian_rows"] in (_N, 2 * _N, 3 * _N)
     np.testing.assert_allclose(np.asarray(sol.params), _exact(ts), rtol=1e-10, atol=1e-11)
+
+
+def test_woodbury_form_with_a_time_scale_per_leaf():
+    """E = diag(eta) not a multiple of I makes W = -(1/n) E J^T J non-symmetric; the
+    kernel K = J E J^T stays symmetric, and the phi functions through it must still equal
+    the dense ones step for step."""
+    eta_a, eta_b = 1.0, 3.0
+    e = np.array([eta_a, eta_a, eta_b, eta_b])
+
+    def res_tree(p):
+        return _res_nl(jnp.concatenate([p["a"], p["b"]]))
+
+    def loss_tree(p):
+        return 0.5 * jnp.mean(res_tree(p) ** 2)
+
+    def field(theta):
+        return -jnp.asarray(e) * jax.grad(_loss_nl)(theta)
+
+    def gn(theta):
+        j = np.asarray(jax.jacfwd(_res_nl)(jnp.asarray(theta)))
+        return -(e[:, None] * (j.T @ j)) / j.shape[0]
+
+    t1, m = 2.0, 4
+    sol = gflow.simulate(
+        loss_tree,
+        {"a": jnp.asarray(_THETA0[:2]), "b": jnp.asarray(_THETA0[2:])},
+        t1,
+        eta={"a": eta_a, "b": eta_b},
+        ts=np.array([t1]),
+        solver=ExpRosenbrock(jacobian_max_age=1),
+        residual_fn=res_tree,
+        stepsize_controller=diffrax.ConstantStepSize(),
+        dt0=t1 / m,
+    )
+    assert sol.success
+    got = np.concatenate([np.asarray(sol.final["a"]), np.asarray(sol.final["b"])])
+    y = _THETA0.copy()
+    for _ in range(m):
+        y = _exprb43_dense(field, gn, y, t1 / m)[0]
+    np.testing.assert_allclose(got, y, rtol=1e-12, atol=1e-14)
