@@ -327,3 +327,11 @@ def test_woodbury_form_with_a_time_scale_per_leaf():
     for _ in range(m):
         y = _exprb43_dense(field, gn, y, t1 / m)[0]
     np.testing.assert_allclose(got, y, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("solver", ["rosw", "exprb"])
+def test_ensembles_refuse_the_least_squares_solvers_by_name(solver):
+    data = gflow.make_synthetic(8, 3, seed=1)
+    models = gflow.ensemble_models(lambda k: gflow.TwoLayer(3, 8, key=k), [0, 1])
+    with pytest.raises(ValueError, match="solver: .*least-squares residual.*tsit5"):
+        gflow.simulate_mse_ensemble(models, data, 5.0, solver=solver)

@@ -29,6 +29,7 @@ from ._cache import compiled_call
 from ._engine import make_spec, place_ensemble, solve_ensemble
 from ._flatten import NO_ARGS, FlatProblem, as_filter_spec, flatten_problem, split_frozen
 from ._results import solution_from_raw
+from ._rosenbrock import needs_residual
 from ._settings import flow_settings, prepare_flow
 from ._sharding import ensemble_mesh, gather, padded_size
 from ._solution import Solution
@@ -259,6 +260,13 @@ def simulate_ensemble(
         solver=solver,
         stepsize_controller=stepsize_controller,
     )
+    if needs_residual(solver_obj):
+        raise ValueError(
+            f"solver: {type(solver_obj).__name__} integrates a least-squares residual, which "
+            "an ensemble does not carry; use an explicit solver such as 'tsit5' for the "
+            "ensemble, or run the members one by one with simulate_mse / simulate(..., "
+            "residual_fn=...)."
+        )
     problem, n = batch_problem(loss_fn, params_batch, eta=eta, trainable=trainable, args=args)
 
     mesh = ensemble_mesh(devices)
