@@ -299,7 +299,7 @@ def claim2_case(args) -> dict:
     curves = {
         "auto": sweep(run, t1, ts, ref, "auto", tols, spec),
         "rosw": sweep(run, t1, ts, ref, "rosw", tols, spec),
-        "exprb": sweep(run, t1, ts, ref, "exprb", [1e-4, 3e-5, 1e-5], spec),
+        "exprb": sweep(run, t1, ts, ref, "exprb", [1e-5, 1e-6, 1e-7, 3e-8], spec),
         "tsit5": sweep(run, t1, ts, ref, "tsit5", [1e-4, 1e-6], spec),
     }
     if not args.no_kvaerno_claim2:

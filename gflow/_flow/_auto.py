@@ -20,11 +20,11 @@ like the number of decades of time scales, not like S: on the stiff benchmarks i
     Tsit5         otherwise.
 
 The exponential Rosenbrock solver (`ExpRosenbrock`) is exact for a linear least-squares
-flow, whose Gauss-Newton W is the flow's Jacobian, and then takes a few long steps (54
+flow, whose Gauss-Newton W is the flow's Jacobian, and then takes a few long steps (48-51
 gradient-equivalents on the 1e-4-conditioned benchmark against 1,463 for Rosenbrock-W).
 For a nonlinear residual W misses sum_k r_k Hess r_k / n and exprb43 drops to order 2,
 where Rosenbrock-W keeps order 3 for any W: on the claim-2 flow at d = 2 exprb needed
-about 2-3x the gradient-equivalents of rosw at the same error (docs/stiff.md). Whether the
+2.1x the gradient-equivalents of rosw at the same error (docs/stiff.md). Whether the
 residual is affine is probed at theta0 along one fixed direction v of the size of theta0:
 
     defect = |r(theta0 + v) - r(theta0) - J v| / |J v|  <=  1e-8
