@@ -349,7 +349,8 @@ def test_error_control_on_a_nonlinear_network_is_not_pessimistic():
     model = gflow.TwoLayer(d=3, m=16, scaling="mf", key=jax.random.key(2))
     ts = np.concatenate([[0.0], np.logspace(-1, 3, 20)])
     kw = dict(ts=ts, save_params=True)
-    ref = gflow.simulate_mse(model, data, 1e3, solver="dopri8", rtol=1e-12, atol=1e-14, **kw)
+    # Reference error ~1e-9, far below the 1e-4 asserted.
+    ref = gflow.simulate_mse(model, data, 1e3, solver="dopri8", rtol=1e-10, atol=1e-12, **kw)
     ex = gflow.simulate_mse(model, data, 1e3, solver="exprb", rtol=1e-6, atol=1e-9, **kw)
     rw = gflow.simulate_mse(model, data, 1e3, solver="rosw", rtol=1e-6, atol=1e-9, **kw)
     assert ex.success and rw.success

@@ -186,7 +186,7 @@ def test_auto_chooses_by_stiffness_and_linearity_and_records_it():
     # A stiff nonlinear residual: Rosenbrock-W (order 3 whatever W; exprb would drop to 2).
     theta0 = jnp.array([0.5, -0.3, 0.8, 0.1])
     nl = gflow.simulate(
-        _loss_nl, theta0, 1e5, eta=_ETA, residual_fn=_res_nl, solver="auto", rtol=1e-6
+        _loss_nl, theta0, 1e5, eta=_ETA, residual_fn=_res_nl, solver="auto", rtol=1e-3
     )
     auto = nl.settings["auto"]
     assert auto["stiffness"] >= 2e3 and auto["linearity_defect"] > 1e-3, auto

@@ -293,8 +293,8 @@ def phi_functions(z: jax.Array, kmax: int) -> list[jax.Array]:
 
     For |z| < 2 the Taylor series phi_k(z) = sum_j z^j / (j + k)! (30 terms: the first
     term left out is below 2^30 / 31! ~ 1e-25 of phi_k); otherwise the recurrence from
-    exp(z), which for |z| >= 2 loses at most a factor of about 20 in relative accuracy by
-    k = 5 (checked against the series in the tests)."""
+    exp(z), each step of which divides a difference of O(1/k!) terms by |z| >= 2 (relative
+    error at most 1e-13 up to k = 5 against 150-digit arithmetic, tests/test_exprb.py)."""
     small = jnp.abs(z) < 2.0
     zs = jnp.where(small, z, 0.0)
     out_small = []
