@@ -234,3 +234,52 @@ def test_jacobian_in_memory_bounded_chunks_equals_jacrev():
     for chunk in (None, 1, 3, 64):  # 3 does not divide n = 7
         got = residual_jacobian(residual, th, chunk)
         np.testing.assert_allclose(got, want, rtol=1e-14, atol=1e-15)
+
+
+def test_auto_switches_from_tsit5_to_rosw_on_a_stiff_nonlinear_flow():
+    """A stiff nonlinear least-squares flow under auto: Tsit5 until t0 + 200 / lambda_max,
+    then Rosenbrock-W from where Tsit5 ended; one joined Solution on the requested save
+    times, equal to a tight Dopri8 run, with both phases' counts."""
+    theta0 = jnp.array([0.5, -0.3, 0.8, 0.1])
+    t1 = 1e5
+    ts = np.concatenate([[0.0], np.logspace(-1, 5, 30)])
+    kw = dict(eta=_ETA, ts=ts, save_params=True, metrics={"sq": lambda p: jnp.sum(p**2)})
+    sol = gflow.simulate(
+        _loss_nl, theta0, t1, residual_fn=_res_nl, solver="auto", rtol=1e-7, atol=1e-10, **kw
+    )
+    ref = gflow.simulate(_loss_nl, theta0, t1, solver="dopri8", rtol=1e-11, atol=1e-13, **kw)
+    auto = sol.settings["auto"]
+    t_switch = 200.0 / auto["lambda_max"]
+    assert auto["chosen"] == "rosw" and auto["switch_times"] == [pytest.approx(t_switch)]
+    assert [p["solver"] for p in auto["phases"]] == ["tsit5", "rosw"], auto["phases"]
+    assert sol.success and not sol.stopped_early and sol.t_final == t1
+    np.testing.assert_array_equal(sol.ts, ts)  # the switch time is not a save time
+    assert sol.params.shape == (len(ts), 4) and sol.metrics["sq"].shape == (len(ts),)
+    # Local error control at 1e-7 on a contracting flow: observed ~1e-7 relative.
+    scale = np.abs(ref.params).max()
+    np.testing.assert_allclose(sol.params, ref.params, atol=2e-5 * scale)
+    np.testing.assert_allclose(sol.metrics["sq"], np.sum(sol.params**2, axis=1), rtol=1e-12)
+    # Both phases are counted, and the probe (n rows + one residual evaluation).
+    st = sol.stats
+    assert st["grad_equivalents"] == st["grad_evals"] + st["jacobian_rows"] + 1
+    assert st["jacobian_rows"] >= 2 * 6 and st["num_steps"] == (
+        st["num_accepted_steps"] + st["num_rejected_steps"]
+    )
+    rosw_only = gflow.simulate(
+        _loss_nl, theta0, t1, residual_fn=_res_nl, solver="rosw", rtol=1e-7, atol=1e-10, **kw
+    )
+    assert st["num_steps"] != rosw_only.stats["num_steps"]  # it did not run rosw throughout
+
+
+def test_auto_two_phases_stop_in_the_first_at_the_loss_target():
+    theta0 = jnp.array([0.5, -0.3, 0.8, 0.1])
+    base = gflow.simulate(_loss_nl, theta0, 1e5, eta=_ETA, residual_fn=_res_nl, solver="auto")
+    t_switch = base.settings["auto"]["switch_times"][0]
+    target = float(np.interp(t_switch / 4, base.ts, base.loss))  # reached before the switch
+    sol = gflow.simulate(
+        _loss_nl, theta0, 1e5, eta=_ETA, residual_fn=_res_nl, solver="auto", loss_target=target
+    )
+    assert sol.stopped_early and sol.success and sol.t_final < t_switch
+    assert [p["solver"] for p in sol.settings["auto"]["phases"]] == ["tsit5"]
+    assert sol.settings["auto"]["switch_times"] == [] and sol.settings["solver"] == "Tsit5"
+    assert np.all(sol.ts <= sol.t_final) and sol.loss[-1] <= target * (1 + 1e-9)

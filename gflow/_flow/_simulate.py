@@ -8,6 +8,7 @@ the user's metrics and (only when asked) the parameters.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -24,6 +25,7 @@ from ._checkpoint import Checkpoint, integrate_checkpointed
 from ._dense import check_dense_memory
 from ._field import make_term
 from ._flatten import NO_ARGS, FlatProblem, flatten_problem
+from ._phases import join, split_ts, switch_time
 from ._results import solution_from_raw
 from ._rosenbrock import ExpRosenbrock, needs_residual
 from ._settings import (
@@ -307,27 +309,70 @@ def simulate(
         engine = functools.partial(integrate_checkpointed, checkpoint=checkpoint)
     else:
         engine = functools.partial(integrate, dense=bool(dense))
-    sol = engine(
-        problem,
-        t0,
-        float(t1),
-        ts,
-        solver=solver_obj,
+    run_kw = dict(
         stepsize_controller=stepsize_controller,
-        dt0=dt0,
         max_steps=max_steps,
         save_params=save_params,
         metrics=metrics,
         loss_target=loss_target,
         progress=progress,
-        settings=settings,
     )
+    t_switch = None
+    if auto_info is not None and auto_info["chosen"] == "rosw" and checkpoint is None:
+        # Tsit5 first, while the flow is not yet stiff on its own time scale (_phases.py).
+        t_switch = switch_time(t0, float(t1), auto_info["lambda_max"])
+    if t_switch is None:
+        sol = engine(
+            problem, t0, float(t1), ts, solver=solver_obj, dt0=dt0, settings=settings, **run_kw
+        )
+    else:
+        sol = _two_phases(
+            engine, problem, t0, float(t1), ts, t_switch, solver_obj, dt0, settings, run_kw
+        )
     if auto_info is not None and auto_info["jacobian_rows"]:  # the stiffness probe
         rows = auto_info["jacobian_rows"]
         sol.stats["jacobian_rows"] = sol.stats.get("jacobian_rows", 0) + rows
         if sol.stats["grad_equivalents"] is not None:
             sol.stats["grad_equivalents"] += rows + auto_info["probe_evals"]
     return sol
+
+
+def _two_phases(engine, problem, t0, t1, ts, t_switch, solver_obj, dt0, settings, run_kw):
+    """auto's run of a stiff nonlinear least-squares flow: Tsit5 on [t0, t_switch], then
+    `solver_obj` on [t_switch, t1] from where the first phase ended; one joined Solution
+    whose settings record both phases (`settings["auto"]["phases"]`, "switch_times")."""
+    tsit5 = diffrax.Tsit5(scan_kind="lax")
+    ts1, ts2, shared = split_ts(ts, t_switch)
+    phase_settings = dict(settings, solver="Tsit5", t1=t_switch)
+    first = engine(
+        problem, t0, t_switch, ts1, solver=tsit5, dt0=dt0, settings=phase_settings, **run_kw
+    )
+    phases = [{"solver": "tsit5", "t0": t0, "t1": float(first.t_final)}]
+    auto = dict(settings["auto"], switch_times=[], phases=phases)
+    if not first.success or first.stopped_early:  # ended in the first phase
+        keep = first.ts <= t_switch if shared else first.ts < t_switch
+        first_settings = dict(settings, solver="Tsit5", auto=auto)
+        return dataclasses.replace(
+            first,
+            ts=first.ts[keep],
+            loss=first.loss[keep],
+            grad_norm=first.grad_norm[keep],
+            metrics={k: v[keep] for k, v in first.metrics.items()},
+            params=None
+            if first.params is None
+            else jax.tree_util.tree_map(
+                lambda a: a[keep] if eqx.is_array_like(a) else a, first.params
+            ),
+            settings=first_settings,
+        )
+    theta = jnp.asarray(first.theta_final, dtype=problem.theta0.dtype)
+    problem2 = eqx.tree_at(lambda p: p.theta0, problem, theta)
+    second = engine(
+        problem2, t_switch, t1, ts2, solver=solver_obj, dt0=None, settings=settings, **run_kw
+    )
+    phases.append({"solver": settings["auto"]["chosen"], "t0": t_switch, "t1": second.t_final})
+    auto.update(switch_times=[t_switch], phases=phases)
+    return join(first, second, shared, dict(settings, auto=auto))
 
 
 def gradient_descent(
