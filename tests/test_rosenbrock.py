@@ -283,3 +283,22 @@ def test_auto_two_phases_stop_in_the_first_at_the_loss_target():
     assert [p["solver"] for p in sol.settings["auto"]["phases"]] == ["tsit5"]
     assert sol.settings["auto"]["switch_times"] == [] and sol.settings["solver"] == "Tsit5"
     assert np.all(sol.ts <= sol.t_final) and sol.loss[-1] <= target * (1 + 1e-9)
+
+
+def test_auto_keeps_one_solver_with_dense_output():
+    """dense=True records one solver's interpolation for the whole run: no switch."""
+    theta0 = jnp.array([0.5, -0.3, 0.8, 0.1])
+    sol = gflow.simulate(
+        _loss_nl,
+        theta0,
+        1e5,
+        eta=_ETA,
+        residual_fn=_res_nl,
+        solver="auto",
+        rtol=1e-4,
+        dense=True,
+        max_steps=5000,
+    )
+    assert sol.settings["auto"]["chosen"] == "rosw" and sol.settings["auto"]["switch_times"] == []
+    assert sol.settings["solver"] == "RosenbrockW"
+    np.testing.assert_allclose(sol.evaluate(sol.t_final), sol.theta_final, rtol=1e-10)

@@ -32,8 +32,11 @@ residual is affine is probed at theta0 along one fixed direction v of the size o
 (rounding level for an affine residual; O(|v| |Hess r| / |J|) otherwise). The probe
 costs one residual evaluation besides the n Jacobian rows it shares with lambda_max.
 
-The choice is made once, at t0 (no switch during the run: `switch_times` is empty);
-it and its inputs are recorded in `Solution.settings["auto"]`.
+The choice is made at t0 and recorded in `Solution.settings["auto"]`. When it is
+Rosenbrock-W, `simulate` runs Tsit5 first, up to t0 + 200 / lambda_max, and Rosenbrock-W
+from there (`_phases.py`: the early nonlinear part of such flows is not stiff on its own
+time scale); `switch_times` and `phases` record it. Checkpointed runs (`gflow run`) keep
+one solver.
 """
 
 from __future__ import annotations

@@ -318,7 +318,7 @@ def simulate(
         progress=progress,
     )
     t_switch = None
-    if auto_info is not None and auto_info["chosen"] == "rosw" and checkpoint is None:
+    if auto_info is not None and auto_info["chosen"] == "rosw" and checkpoint is None and not dense:
         # Tsit5 first, while the flow is not yet stiff on its own time scale (_phases.py).
         t_switch = switch_time(t0, float(t1), auto_info["lambda_max"])
     if t_switch is None:
