@@ -177,6 +177,9 @@ def follow_to_limit(
             atol=atol,
             max_steps=max_steps,
             loss_target=loss_tol,
+            # auto's Tsit5 phase is for the flow's early part: the first window only
+            # (later windows start late, where Tsit5 would be held by stability).
+            auto_switch=not windows,
         )
         ge = sol.stats.get("grad_equivalents")
         evals = None if ge is None or evals is None else evals + ge

@@ -181,6 +181,7 @@ def simulate(
     args: Any = NO_ARGS,
     dense: bool = False,
     residual_fn: Callable[[PyTree], jax.Array] | None = None,
+    auto_switch: bool = True,
 ) -> Solution:
     """Simulate the gradient flow  d theta/dt = -eta * grad L(theta)  from `params`.
 
@@ -206,7 +207,8 @@ def simulate(
             "auto": Tsit5, or when a residual_fn is given and the flow is stiff (lambda_max
             of the Gauss-Newton kernel x (t1 - t0) >= 2e3) "exprb" for an affine residual
             and "rosw" otherwise (the choice and its inputs in `settings["auto"]`, the
-            probe's Jacobian rows and residual evaluation in the stats).
+            probe's Jacobian rows and residual evaluation in the stats). With "rosw",
+            Tsit5 runs first up to t0 + 200 / lambda_max (`auto_switch`; docs/stiff.md).
         stepsize_controller: default `gflow.PIDController(rtol, atol)` (diffrax's PID
             controller with CVODE's larger growth cap after the first step).
         rtol, atol: error-control tolerances of the default controller.
@@ -232,6 +234,11 @@ def simulate(
             with loss_fn = (1/2n)|r|^2 (least squares). Needed by `solver="rosw"`, "exprb"
             (Rosenbrock-W with the Gauss-Newton Jacobian, docs/benchmarks.md);
             `simulate_mse` passes the model's.
+        auto_switch: with solver="auto" choosing Rosenbrock-W, run Tsit5 first over the
+            flow's early, not yet stiff part (t0 to t0 + 200 / lambda_max) and switch
+            (default). False: Rosenbrock-W throughout, e.g. when t0 is already late in
+            a flow whose early part was integrated before (`follow_to_limit`'s later
+            windows). Not with `checkpoint` or `dense=True` (one solver throughout).
 
     Returns:
         A `Solution`. Failures (step limit, divergence, interruption) are reported in it,
@@ -318,7 +325,8 @@ def simulate(
         progress=progress,
     )
     t_switch = None
-    if auto_info is not None and auto_info["chosen"] == "rosw" and checkpoint is None and not dense:
+    switching = auto_switch and checkpoint is None and not dense
+    if auto_info is not None and auto_info["chosen"] == "rosw" and switching:
         # Tsit5 first, while the flow is not yet stiff on its own time scale (_phases.py).
         t_switch = switch_time(t0, float(t1), auto_info["lambda_max"])
     if t_switch is None:
