@@ -302,3 +302,13 @@ def test_auto_keeps_one_solver_with_dense_output():
     assert sol.settings["auto"]["chosen"] == "rosw" and sol.settings["auto"]["switch_times"] == []
     assert sol.settings["solver"] == "RosenbrockW"
     np.testing.assert_allclose(sol.evaluate(sol.t_final), sol.theta_final, rtol=1e-10)
+
+
+def test_auto_switch_off_runs_rosw_throughout():
+    theta0 = jnp.array([0.5, -0.3, 0.8, 0.1])
+    kw = dict(eta=_ETA, residual_fn=_res_nl, rtol=1e-5, atol=1e-8)
+    off = gflow.simulate(_loss_nl, theta0, 1e5, solver="auto", auto_switch=False, **kw)
+    rosw = gflow.simulate(_loss_nl, theta0, 1e5, solver="rosw", **kw)
+    assert off.settings["auto"]["switch_times"] == [] and "phases" not in off.settings["auto"]
+    assert off.stats["num_steps"] == rosw.stats["num_steps"]
+    np.testing.assert_array_equal(off.theta_final, rosw.theta_final)
