@@ -13,47 +13,33 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.linalg
+from _least_squares import ETA as _ETA
+from _least_squares import THETA0_NL as _THETA0
+from _least_squares import N as _N
+from _least_squares import P as _P
+from _least_squares import exact as _exact
+from _least_squares import loss as _loss
+from _least_squares import loss_nl as _loss_nl
+from _least_squares import res as _res
+from _least_squares import res_nl as _res_nl
 
 import gflow
 from gflow._flow._rosenbrock import ExpRosenbrock, phi_functions
 
-_RNG = np.random.default_rng(0)
-_ETA = 2.0
 
-# Linear least squares with kernel eigenvalues from 1 to 1e-3 (as in test_rosenbrock).
-_N, _P = 8, 12
-_U, _ = np.linalg.qr(_RNG.normal(size=(_N, _N)))
-_V, _ = np.linalg.qr(_RNG.normal(size=(_P, _N)))
-_LAM = np.logspace(0, -3, _N)
-_X = _U @ np.diag(np.sqrt(_LAM * _N)) @ _V.T
-_Y = _RNG.normal(size=_N)
-
-
-def _res(p):
-    return jnp.asarray(_X) @ p - jnp.asarray(_Y)
-
-
-def _loss(p):
-    return 0.5 * jnp.mean(_res(p) ** 2)
-
-
-def _exact(ts):
-    star = np.linalg.lstsq(_X, _Y, rcond=None)[0]
-    return np.array([star - _V @ (np.exp(-_ETA * _LAM * t) * (_V.T @ star)) for t in ts])
-
-
-# Nonlinear least squares (tanh features plus a quadratic): Gauss-Newton W is not the
-# Jacobian of the flow.
-_A = _RNG.normal(size=(6, 4)) / 2
-_THETA0 = np.array([0.5, -0.3, 0.8, 0.1])
-
-
-def _res_nl(p):
-    return jnp.tanh(jnp.asarray(_A) @ p) + 0.1 * jnp.sum(p**2) - jnp.arange(6.0) / 10
-
-
-def _loss_nl(p):
-    return 0.5 * jnp.mean(_res_nl(p) ** 2)
+def _dopri8(t1: float) -> np.ndarray:
+    """theta(t1) of the nonlinear flow from theta0 by Dopri8 at rtol 1e-14 (reference)."""
+    sol = gflow.simulate(
+        _loss_nl,
+        jnp.asarray(_THETA0),
+        t1,
+        eta=_ETA,
+        ts=np.array([t1]),
+        solver="dopri8",
+        rtol=1e-14,
+        atol=1e-16,
+    )
+    return np.asarray(sol.theta_final)
 
 
 def _field(p):
@@ -126,36 +112,14 @@ def test_exprb43_has_order_four_with_the_exact_jacobian():
     order 3 (error 2^4 smaller per halving of h, as a local error of order 3 is h^4)."""
     t1 = 2.0
     jac = jax.jit(jax.jacfwd(_field))
-    ref = np.asarray(
-        gflow.simulate(
-            _loss_nl,
-            jnp.asarray(_THETA0),
-            t1,
-            eta=_ETA,
-            ts=np.array([t1]),
-            solver="dopri8",
-            rtol=1e-14,
-            atol=1e-16,
-        ).theta_final
-    )
+    ref = _dopri8(t1)
     errs = [np.linalg.norm(_dense_run(jac, t1, m)[0] - ref) for m in (4, 8, 16)]
     slopes = np.log2(np.array(errs[:-1]) / np.array(errs[1:]))
     assert np.all(slopes > 3.7) and np.all(slopes < 4.5), (errs, slopes)
     # Local error of the embedded (order-3) solution over one step from theta0.
     exact_at = {}
     for h in (0.2, 0.1, 0.05):
-        exact_at[h] = np.asarray(
-            gflow.simulate(
-                _loss_nl,
-                jnp.asarray(_THETA0),
-                h,
-                eta=_ETA,
-                ts=np.array([h]),
-                solver="dopri8",
-                rtol=1e-14,
-                atol=1e-16,
-            ).theta_final
-        )
+        exact_at[h] = _dopri8(h)
     loc = [
         np.linalg.norm(_exprb43_dense(_field, jac, _THETA0, h)[1] - exact_at[h])
         for h in (0.2, 0.1, 0.05)
@@ -200,18 +164,7 @@ def test_order_two_with_the_inexact_gauss_newton_w():
     2 (its weights reduce to a second-order Runge-Kutta method as W -> 0): slopes >= 1.9
     (observed 2.0-2.3)."""
     t1 = 2.0
-    ref = np.asarray(
-        gflow.simulate(
-            _loss_nl,
-            jnp.asarray(_THETA0),
-            t1,
-            eta=_ETA,
-            ts=np.array([t1]),
-            solver="dopri8",
-            rtol=1e-14,
-            atol=1e-16,
-        ).theta_final
-    )
+    ref = _dopri8(t1)
     errs = [
         np.linalg.norm(_gflow_fixed(t1, m, ExpRosenbrock(jacobian_max_age=1))[0] - ref)
         for m in (8, 16, 32)

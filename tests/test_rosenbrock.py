@@ -7,35 +7,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _least_squares import ETA as _ETA
+from _least_squares import LAM as _LAM
+from _least_squares import N as _N
+from _least_squares import P as _P
+from _least_squares import exact as _exact
+from _least_squares import loss as _loss
+from _least_squares import loss_nl as _loss_nl
+from _least_squares import res as _res
+from _least_squares import res_nl as _res_nl
 
 import gflow
 from gflow._flow import _implicit
 from gflow._flow._rosenbrock import RosenbrockW, gauss_newton, woodbury_solve
-
-# Linear least squares: r = X theta - y, L = (1/2n)|r|^2, eta = 2. With X^T X / n =
-# V diag(lam) V^T the flow is theta(t) = theta* + V exp(-eta lam t) V^T (theta0 - theta*)
-# on the range of X^T (theta0 = 0, theta* the minimum-norm solution). Stiff: the kernel
-# eigenvalues lam span 1 to 1e-3.
-_N, _P, _ETA = 8, 12, 2.0
-_RNG = np.random.default_rng(0)
-_U, _ = np.linalg.qr(_RNG.normal(size=(_N, _N)))
-_V, _ = np.linalg.qr(_RNG.normal(size=(_P, _N)))
-_LAM = np.logspace(0, -3, _N)
-_X = _U @ np.diag(np.sqrt(_LAM * _N)) @ _V.T
-_Y = _RNG.normal(size=_N)
-
-
-def _res(p):
-    return jnp.asarray(_X) @ p - jnp.asarray(_Y)
-
-
-def _loss(p):
-    return 0.5 * jnp.mean(_res(p) ** 2)
-
-
-def _exact(ts):
-    star = np.linalg.lstsq(_X, _Y, rcond=None)[0]
-    return np.array([star - _V @ (np.exp(-_ETA * _LAM * t) * (_V.T @ star)) for t in ts])
 
 
 def _fixed_step_error(loss, res, theta0, t1, n_steps, reference, solver=None):
@@ -64,19 +48,6 @@ def test_order_three_on_linear_least_squares():
     ]
     slopes = np.log2(np.array(errs[:-1]) / np.array(errs[1:]))
     assert np.all(slopes > 2.8) and np.all(slopes < 3.3), (errs, slopes)
-
-
-# A nonlinear least-squares problem (tanh features): the Gauss-Newton W is not the
-# Jacobian, and with the Jacobian frozen at theta0 it is not even the Gauss-Newton one.
-_A = _RNG.normal(size=(6, 4)) / 2
-
-
-def _res_nl(p):
-    return jnp.tanh(jnp.asarray(_A) @ p) + 0.1 * jnp.sum(p**2) - jnp.arange(6.0) / 10
-
-
-def _loss_nl(p):
-    return 0.5 * jnp.mean(_res_nl(p) ** 2)
 
 
 def test_order_three_with_frozen_inexact_w():

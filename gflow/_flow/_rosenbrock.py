@@ -222,6 +222,25 @@ class _GaussNewtonSolver(diffrax.AbstractAdaptiveSolver):
     def func(self, terms, t0, y0, args):
         return terms.vf(t0, y0, args)
 
+    def _start(self, terms, t0, y0, args, solver_state, made_jump):
+        """(F(y0), factor, age) at a step's start: F(y0) re-evaluated after a jump in the
+        vector field, the factor rebuilt when the last accepted step flagged it stale."""
+        f0, gn, refresh, age = solver_state
+        f0 = jax.lax.cond(eqxi.unvmap_any(made_jump), lambda: terms.vf(t0, y0, args), lambda: f0)
+        gn = jax.lax.cond(eqxi.unvmap_any(refresh), lambda: self._factor(args, y0), lambda: gn)
+        return f0, gn, jnp.where(refresh, 0, age)
+
+    def _stale(self, h, dy, df, w_dy, age):
+        """Whether J must be rebuilt before the next step: the secant defect
+        h |df - W dy| / |dy| of the step exceeded `jacobian_tol` (NaN counts as
+        exceeded), or the factor reached `jacobian_max_age` while W is not exact (module
+        doc)."""
+        miss = jnp.linalg.norm(df - w_dy)
+        defect = h * miss / jnp.maximum(jnp.linalg.norm(dy), 1e-300)
+        exact = miss <= _EXACT * jnp.linalg.norm(df)  # linear least squares: W is exact
+        old = (age + 1 >= int(self.jacobian_max_age)) & jnp.logical_not(exact)
+        return jnp.logical_not(defect <= float(self.jacobian_tol)) | old
+
 
 class RosenbrockW(_GaussNewtonSolver):
     """ROS34PW2 (Rang & Angermann 2005) with the Gauss-Newton W of a least-squares loss,
@@ -248,10 +267,7 @@ class RosenbrockW(_GaussNewtonSolver):
         return 3
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
-        f0, gn, refresh, age = solver_state
-        f0 = jax.lax.cond(eqxi.unvmap_any(made_jump), lambda: terms.vf(t0, y0, args), lambda: f0)
-        gn = jax.lax.cond(eqxi.unvmap_any(refresh), lambda: self._factor(args, y0), lambda: gn)
-        age = jnp.where(refresh, 0, age)
+        f0, gn, age = self._start(terms, t0, y0, args, solver_state, made_jump)
         eta = args.eta
         n = gn.jac.shape[0]
         h = jnp.asarray(t1 - t0, dtype=y0.dtype)
@@ -273,11 +289,7 @@ class RosenbrockW(_GaussNewtonSolver):
         # Secant defect of the Gauss-Newton model over this step (module doc).
         dy, df = y1 - y0, f1 - f0
         w_dy = -(eta * (gn.jac.T @ (gn.jac @ dy))) / n
-        miss = jnp.linalg.norm(df - w_dy)
-        defect = h * miss / jnp.maximum(jnp.linalg.norm(dy), 1e-300)
-        exact = miss <= _EXACT * jnp.linalg.norm(df)  # linear least squares: W is exact
-        old = (age + 1 >= int(self.jacobian_max_age)) & jnp.logical_not(exact)
-        stale = jnp.logical_not(defect <= float(self.jacobian_tol)) | old  # NaN -> stale
+        stale = self._stale(h, dy, df, w_dy, age)
         dense_info = dict(y0=y0, y1=y1, f0=f0, f1=f1)
         state = (f1, gn, stale, age + 1)
         return y1, y_error, dense_info, state, diffrax.RESULTS.successful
@@ -417,10 +429,7 @@ class ExpRosenbrock(_GaussNewtonSolver):
         return 3
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
-        f0, gn, refresh, age = solver_state
-        f0 = jax.lax.cond(eqxi.unvmap_any(made_jump), lambda: terms.vf(t0, y0, args), lambda: f0)
-        gn = jax.lax.cond(eqxi.unvmap_any(refresh), lambda: self._factor(args, y0), lambda: gn)
-        age = jnp.where(refresh, 0, age)
+        f0, gn, age = self._start(terms, t0, y0, args, solver_state, made_jump)
         rng = _Range(gn=gn, eta=args.eta)
         lam = gn.lam
         n = lam.shape[0]
@@ -459,11 +468,7 @@ class ExpRosenbrock(_GaussNewtonSolver):
         f1 = terms.vf(t1, y1, args)
         # Secant defect of W over the step, as in RosenbrockW.
         dy, df = y1 - y0, f1 - f0
-        miss = jnp.linalg.norm(df - rng.lift(-rng.proj(dy) / n))
-        defect = h * miss / jnp.maximum(jnp.linalg.norm(dy), 1e-300)
-        exact = miss <= _EXACT * jnp.linalg.norm(df)
-        old = (age + 1 >= int(self.jacobian_max_age)) & jnp.logical_not(exact)
-        stale = jnp.logical_not(defect <= float(self.jacobian_tol)) | old
+        stale = self._stale(h, dy, df, rng.lift(-rng.proj(dy) / n), age)
         # Dense output: D(tau) = alpha tau + beta tau^2 through D(h/2) = D2, D(h) = D3.
         hs = jnp.where(h == 0, 1.0, h)
         alpha, a_alpha = (4 * d2 - d3) / hs, (4 * a_d2 - a_d3) / hs
