@@ -405,7 +405,7 @@ class ExpRosenbrock(_GaussNewtonSolver):
     F'F'F term is the method's own, -h^3/12 F'F'F), and exactly 0 when D = 0. The
     published partner (16 phi_3, -2 phi_3) is first order when W is inexact; its
     difference from y1 is O(h^2) and held the default `gflow run` problem to 12,627
-    steps (Tsit5: 86). As the estimate is the propagated solution's own, the global
+    steps (this estimate: 555; Tsit5: 86). As the estimate is the propagated solution's own, the global
     error runs above rtol by the accumulation over steps (2-20x on the networks tested;
     docs/stiff.md). `order` is 2 and `error_order` 3 for the step-size controller.
 
