@@ -58,7 +58,7 @@ LINEAR_DEFECT = 1e-8
 
 
 @eqx.filter_jit
-def _probe(prob: FlatProblem) -> tuple[jax.Array, jax.Array]:
+def _probe(prob: FlatProblem) -> tuple[jax.Array, jax.Array, int]:
     theta = prob.theta0
     jac = residual_jacobian(prob.residual, theta)
     k = (jac * prob.eta[None, :]) @ jac.T / jac.shape[0]
@@ -68,7 +68,8 @@ def _probe(prob: FlatProblem) -> tuple[jax.Array, jax.Array]:
     v = scale * g / jnp.sqrt(jnp.mean(g**2))
     jv = jac @ v
     miss = prob.residual(theta + v) - prob.residual(theta) - jv
-    return lam, jnp.linalg.norm(miss) / jnp.maximum(jnp.linalg.norm(jv), 1e-300)
+    defect = jnp.linalg.norm(miss) / jnp.maximum(jnp.linalg.norm(jv), 1e-300)
+    return lam, defect, jac.shape[0]  # n: a static output of the compiled probe
 
 
 def kernel_probe(problem: FlatProblem) -> tuple[float, float, int]:
@@ -78,9 +79,8 @@ def kernel_probe(problem: FlatProblem) -> tuple[float, float, int]:
     `problem.residual_fn` and a flat state; costs n Jacobian rows, one residual
     evaluation and one n x n eigenvalue problem. Compiled once per problem structure
     (a later call with new values reuses it)."""
-    n = int(jax.eval_shape(problem.residual, problem.theta0).shape[0])
-    lam, defect = _probe(problem)
-    return float(lam), float(defect), n
+    lam, defect, n = _probe(problem)
+    return float(lam), float(defect), int(n)
 
 
 def choose_solver(

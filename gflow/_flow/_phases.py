@@ -62,23 +62,41 @@ def split_ts(ts: Any, t_switch: float) -> tuple[np.ndarray, np.ndarray, bool]:
     return first, second, bool(np.any(ts == t_switch))
 
 
-def _cat(a: Any, b: Any, drop_a: int, drop_b: int) -> Any:
-    a, b = np.asarray(a), np.asarray(b)
-    return np.concatenate([a[: len(a) - drop_a], b[drop_b:]], axis=0)
+def _per_save_time(fn, *sols: Solution) -> dict[str, Any]:
+    """`fn` applied across `sols` to every per-save-time field (ts, loss, grad_norm,
+    metrics, params leaf by leaf): the fields to replace in the result."""
+    params = None
+    if all(s.params is not None for s in sols):
+        params = jax.tree_util.tree_map(
+            lambda *a: fn(*a) if eqx.is_array_like(a[0]) else a[0], *(s.params for s in sols)
+        )
+    return dict(
+        ts=fn(*(s.ts for s in sols)),
+        loss=fn(*(s.loss for s in sols)),
+        grad_norm=fn(*(s.grad_norm for s in sols)),
+        metrics={k: fn(*(s.metrics[k] for s in sols)) for k in sols[-1].metrics},
+        params=params,
+    )
+
+
+def first_only(first: Solution, t_switch: float, shared_is_users: bool, settings: dict):
+    """The first phase as the whole run (it ended before or at the switch time): its
+    saved switch time dropped unless it is one of the user's save times."""
+    keep = first.ts <= t_switch if shared_is_users else first.ts < t_switch
+    return dataclasses.replace(
+        first, **_per_save_time(lambda a: np.asarray(a)[keep], first), settings=settings
+    )
 
 
 def join(first: Solution, second: Solution, shared_is_users: bool, settings: dict) -> Solution:
     """One Solution from two consecutive phases that both saved at the switch time: that
     point is kept once when it is one of the user's save times, else dropped."""
     drop_a = 0 if shared_is_users else 1
-    drop_b = 1
-    params = None
-    if first.params is not None and second.params is not None:
-        params = jax.tree_util.tree_map(
-            lambda a, b: _cat(a, b, drop_a, drop_b) if eqx.is_array_like(a) else a,
-            first.params,
-            second.params,
-        )
+
+    def cat(a: Any, b: Any) -> np.ndarray:
+        a, b = np.asarray(a), np.asarray(b)
+        return np.concatenate([a[: len(a) - drop_a], b[1:]], axis=0)
+
     stats = dict(second.stats)
     for k in _ADDITIVE:
         a, b = first.stats.get(k), second.stats.get(k)
@@ -89,14 +107,5 @@ def join(first: Solution, second: Solution, shared_is_users: bool, settings: dic
         f"{first.stats.get('program_source')}+{second.stats.get('program_source')}"
     )
     return dataclasses.replace(
-        second,
-        ts=_cat(first.ts, second.ts, drop_a, drop_b),
-        loss=_cat(first.loss, second.loss, drop_a, drop_b),
-        grad_norm=_cat(first.grad_norm, second.grad_norm, drop_a, drop_b),
-        metrics={
-            k: _cat(first.metrics[k], second.metrics[k], drop_a, drop_b) for k in second.metrics
-        },
-        params=params,
-        stats=stats,
-        settings=settings,
+        second, **_per_save_time(cat, first, second), stats=stats, settings=settings
     )

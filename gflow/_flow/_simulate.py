@@ -8,7 +8,6 @@ the user's metrics and (only when asked) the parameters.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -25,7 +24,7 @@ from ._checkpoint import Checkpoint, integrate_checkpointed
 from ._dense import check_dense_memory
 from ._field import make_term
 from ._flatten import NO_ARGS, FlatProblem, flatten_problem
-from ._phases import join, split_ts, switch_time
+from ._phases import first_only, join, split_ts, switch_time
 from ._results import solution_from_raw
 from ._rosenbrock import ExpRosenbrock, needs_residual
 from ._settings import (
@@ -358,21 +357,7 @@ def _two_phases(engine, problem, t0, t1, ts, t_switch, solver_obj, dt0, settings
     phases = [{"solver": "tsit5", "t0": t0, "t1": float(first.t_final)}]
     auto = dict(settings["auto"], switch_times=[], phases=phases)
     if not first.success or first.stopped_early:  # ended in the first phase
-        keep = first.ts <= t_switch if shared else first.ts < t_switch
-        first_settings = dict(settings, solver="Tsit5", auto=auto)
-        return dataclasses.replace(
-            first,
-            ts=first.ts[keep],
-            loss=first.loss[keep],
-            grad_norm=first.grad_norm[keep],
-            metrics={k: v[keep] for k, v in first.metrics.items()},
-            params=None
-            if first.params is None
-            else jax.tree_util.tree_map(
-                lambda a: a[keep] if eqx.is_array_like(a) else a, first.params
-            ),
-            settings=first_settings,
-        )
+        return first_only(first, t_switch, shared, dict(settings, solver="Tsit5", auto=auto))
     theta = jnp.asarray(first.theta_final, dtype=problem.theta0.dtype)
     problem2 = eqx.tree_at(lambda p: p.theta0, problem, theta)
     second = engine(

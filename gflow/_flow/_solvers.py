@@ -12,7 +12,7 @@ from . import _implicit
 from ._fsal import FSALSolver
 from ._fused import FusedTsit5
 from ._lowstorage import LowStorageRK4
-from ._rosenbrock import ExpRosenbrock, RosenbrockW
+from ._rosenbrock import ExpRosenbrock, GaussNewtonSolver, RosenbrockW
 
 
 def _rk(cls: type) -> Callable[[], diffrax.AbstractSolver]:
@@ -70,9 +70,7 @@ def evals_per_step(solver: diffrax.AbstractSolver) -> tuple[int, int] | None:
     solvers, whose Newton iterations vary)."""
     if isinstance(solver, diffrax.Euler):
         return 1, 0
-    if isinstance(
-        solver, FSALSolver | RosenbrockW | ExpRosenbrock
-    ):  # gflow's own: f(y0) once at the start
+    if isinstance(solver, FSALSolver | GaussNewtonSolver):  # gflow's own: f(y0) once at start
         return solver.evals_per_step, 1
     tableau = getattr(solver, "tableau", None)
     if isinstance(solver, diffrax.AbstractERK) and isinstance(tableau, diffrax.ButcherTableau):
