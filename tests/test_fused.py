@@ -129,7 +129,11 @@ def test_tree_state_equals_flat_state():
     a = _solve(_network("tree"), gflow.FusedTsit5(), ts, 1e-8)
     b = _solve(_network("flat"), gflow.FusedTsit5(), ts, 1e-8)
     assert a["stats"]["num_steps"] == b["stats"]["num_steps"]
-    np.testing.assert_allclose(a["saved"]["theta"], b["saved"]["theta"], rtol=1e-13, atol=1e-14)
+    # The same arithmetic on another memory layout: equal to rounding, here rtol 1e-12 as
+    # the same claim in test_lowstorage.py. XLA's code generation sets the last digits:
+    # 3.9e-13 on one of 480 entries under the test session's XLA flags (conftest.py),
+    # below 1e-13 under XLA's defaults.
+    np.testing.assert_allclose(a["saved"]["theta"], b["saved"]["theta"], rtol=1e-12, atol=1e-14)
 
 
 def test_float32_state_stays_float32():
