@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from _least_squares import ETA as _ETA
 from _least_squares import LAM as _LAM
+from _least_squares import THETA0_NL as _THETA0
 from _least_squares import N as _N
 from _least_squares import P as _P
 from _least_squares import exact as _exact
@@ -52,7 +53,7 @@ def test_order_three_on_linear_least_squares():
 
 def test_order_three_with_frozen_inexact_w():
     """A W-method keeps its order with any W: J frozen at theta0 (never refreshed)."""
-    t1, theta0 = 3.0, jnp.array([0.5, -0.3, 0.8, 0.1])
+    t1, theta0 = 3.0, jnp.asarray(_THETA0)
     ref = gflow.simulate(
         _loss_nl, theta0, t1, eta=_ETA, ts=np.array([t1]), solver="dopri8", rtol=1e-13, atol=1e-15
     ).theta_final
@@ -204,7 +205,7 @@ def test_auto_switches_from_tsit5_to_rosw_on_a_stiff_nonlinear_flow():
     """A stiff nonlinear least-squares flow under auto: Tsit5 until t0 + 200 / lambda_max,
     then Rosenbrock-W from where Tsit5 ended; one joined Solution on the requested save
     times, equal to a tight Dopri8 run, with both phases' counts."""
-    theta0 = jnp.array([0.5, -0.3, 0.8, 0.1])
+    theta0 = jnp.asarray(_THETA0)
     t1 = 1e5
     ts = np.concatenate([[0.0], np.logspace(-1, 5, 30)])
     kw = dict(eta=_ETA, ts=ts, save_params=True, metrics={"sq": lambda p: jnp.sum(p**2)})
@@ -235,7 +236,7 @@ def test_auto_switches_from_tsit5_to_rosw_on_a_stiff_nonlinear_flow():
 
 
 def test_auto_two_phases_stop_in_the_first_at_the_loss_target():
-    theta0 = jnp.array([0.5, -0.3, 0.8, 0.1])
+    theta0 = jnp.asarray(_THETA0)
     base = gflow.simulate(_loss_nl, theta0, 1e5, eta=_ETA, residual_fn=_res_nl, solver="auto")
     t_switch = base.settings["auto"]["switch_times"][0]
     target = float(np.interp(t_switch / 4, base.ts, base.loss))  # reached before the switch
@@ -250,7 +251,7 @@ def test_auto_two_phases_stop_in_the_first_at_the_loss_target():
 
 def test_auto_keeps_one_solver_with_dense_output():
     """dense=True records one solver's interpolation for the whole run: no switch."""
-    theta0 = jnp.array([0.5, -0.3, 0.8, 0.1])
+    theta0 = jnp.asarray(_THETA0)
     sol = gflow.simulate(
         _loss_nl,
         theta0,
@@ -268,7 +269,7 @@ def test_auto_keeps_one_solver_with_dense_output():
 
 
 def test_auto_switch_off_runs_rosw_throughout():
-    theta0 = jnp.array([0.5, -0.3, 0.8, 0.1])
+    theta0 = jnp.asarray(_THETA0)
     kw = dict(eta=_ETA, residual_fn=_res_nl, rtol=1e-5, atol=1e-8)
     off = gflow.simulate(_loss_nl, theta0, 1e5, solver="auto", auto_switch=False, **kw)
     rosw = gflow.simulate(_loss_nl, theta0, 1e5, solver="rosw", **kw)

@@ -21,8 +21,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import diffrax
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ._solution import Solution
@@ -109,3 +111,27 @@ def join(first: Solution, second: Solution, shared_is_users: bool, settings: dic
     return dataclasses.replace(
         second, **_per_save_time(cat, first, second), stats=stats, settings=settings
     )
+
+
+def run_two_phases(engine, problem, t0, t1, ts, t_switch, solver_obj, dt0, settings, run_kw):
+    """auto's run of a stiff nonlinear least-squares flow: Tsit5 on [t0, t_switch], then
+    `solver_obj` on [t_switch, t1] from where the first phase ended; one joined Solution
+    whose settings record both phases (`settings["auto"]["phases"]`, "switch_times")."""
+    tsit5 = diffrax.Tsit5(scan_kind="lax")
+    ts1, ts2, shared = split_ts(ts, t_switch)
+    phase_settings = dict(settings, solver="Tsit5", t1=t_switch)
+    first = engine(
+        problem, t0, t_switch, ts1, solver=tsit5, dt0=dt0, settings=phase_settings, **run_kw
+    )
+    phases = [{"solver": "tsit5", "t0": t0, "t1": float(first.t_final)}]
+    auto = dict(settings["auto"], switch_times=[], phases=phases)
+    if not first.success or first.stopped_early:  # ended in the first phase
+        return first_only(first, t_switch, shared, dict(settings, solver="Tsit5", auto=auto))
+    theta = jnp.asarray(first.theta_final, dtype=problem.theta0.dtype)
+    problem2 = eqx.tree_at(lambda p: p.theta0, problem, theta)
+    second = engine(
+        problem2, t_switch, t1, ts2, solver=solver_obj, dt0=None, settings=settings, **run_kw
+    )
+    phases.append({"solver": settings["auto"]["chosen"], "t0": t_switch, "t1": second.t_final})
+    auto.update(switch_times=[t_switch], phases=phases)
+    return join(first, second, shared, dict(settings, auto=auto))

@@ -24,7 +24,7 @@ from ._checkpoint import Checkpoint, integrate_checkpointed
 from ._dense import check_dense_memory
 from ._field import make_term
 from ._flatten import NO_ARGS, FlatProblem, flatten_problem
-from ._phases import first_only, join, split_ts, switch_time
+from ._phases import run_two_phases, switch_time
 from ._results import solution_from_raw
 from ._rosenbrock import ExpRosenbrock, needs_residual
 from ._settings import (
@@ -333,7 +333,7 @@ def simulate(
             problem, t0, float(t1), ts, solver=solver_obj, dt0=dt0, settings=settings, **run_kw
         )
     else:
-        sol = _two_phases(
+        sol = run_two_phases(
             engine, problem, t0, float(t1), ts, t_switch, solver_obj, dt0, settings, run_kw
         )
     if auto_info is not None and auto_info["jacobian_rows"]:  # the stiffness probe
@@ -342,30 +342,6 @@ def simulate(
         if sol.stats["grad_equivalents"] is not None:
             sol.stats["grad_equivalents"] += rows + auto_info["probe_evals"]
     return sol
-
-
-def _two_phases(engine, problem, t0, t1, ts, t_switch, solver_obj, dt0, settings, run_kw):
-    """auto's run of a stiff nonlinear least-squares flow: Tsit5 on [t0, t_switch], then
-    `solver_obj` on [t_switch, t1] from where the first phase ended; one joined Solution
-    whose settings record both phases (`settings["auto"]["phases"]`, "switch_times")."""
-    tsit5 = diffrax.Tsit5(scan_kind="lax")
-    ts1, ts2, shared = split_ts(ts, t_switch)
-    phase_settings = dict(settings, solver="Tsit5", t1=t_switch)
-    first = engine(
-        problem, t0, t_switch, ts1, solver=tsit5, dt0=dt0, settings=phase_settings, **run_kw
-    )
-    phases = [{"solver": "tsit5", "t0": t0, "t1": float(first.t_final)}]
-    auto = dict(settings["auto"], switch_times=[], phases=phases)
-    if not first.success or first.stopped_early:  # ended in the first phase
-        return first_only(first, t_switch, shared, dict(settings, solver="Tsit5", auto=auto))
-    theta = jnp.asarray(first.theta_final, dtype=problem.theta0.dtype)
-    problem2 = eqx.tree_at(lambda p: p.theta0, problem, theta)
-    second = engine(
-        problem2, t_switch, t1, ts2, solver=solver_obj, dt0=None, settings=settings, **run_kw
-    )
-    phases.append({"solver": settings["auto"]["chosen"], "t0": t_switch, "t1": second.t_final})
-    auto.update(switch_times=[t_switch], phases=phases)
-    return join(first, second, shared, dict(settings, auto=auto))
 
 
 def gradient_descent(
