@@ -6,7 +6,9 @@ Files written in the output folder:
     loss.png         loss vs time (log scale) with the fitted exponential and the envelope
     kernel.png       lambda_min / lambda_max of the tangent kernel H(t) and the Schur bound
     config.toml      the complete config that was run (defaults filled in)
-    checkpoint.npz   while running (and after an interruption): the resumable state
+    checkpoint.npz   while running (and after an interruption): the resumable state;
+                     solver "auto" running Tsit5 then Rosenbrock-W keeps its first phase in
+                     checkpoint.tsit5-phase.npz (both deleted once the results are saved)
 """
 
 from __future__ import annotations
@@ -265,8 +267,9 @@ def run_config(
         "warnings": step_warnings(cfg, sol.stats),
     }
     write_json(out / "result.json", result)
-    if sol.result != "interrupted":
-        (out / CHECKPOINT_FILE).unlink(missing_ok=True)
+    if sol.result != "interrupted":  # also a two-phase auto run's first-phase file
+        for f in checkpoint_for(cfg, out, False).files():
+            f.unlink(missing_ok=True)
     return result
 
 

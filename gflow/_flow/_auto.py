@@ -35,8 +35,8 @@ costs one residual evaluation besides the n Jacobian rows it shares with lambda_
 The choice is made at t0 and recorded in `Solution.settings["auto"]`. When it is
 Rosenbrock-W, `simulate` runs Tsit5 first, up to t0 + 200 / lambda_max, and Rosenbrock-W
 from there (`_phases.py`: the early nonlinear part of such flows is not stiff on its own
-time scale); `switch_times` and `phases` record it. Checkpointed runs (`gflow run`) keep
-one solver.
+time scale); `switch_times` and `phases` record it, checkpointed runs (`gflow run`)
+included (each phase in its own checkpoint file).
 """
 
 from __future__ import annotations

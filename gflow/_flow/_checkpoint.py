@@ -7,6 +7,11 @@ A checkpoint (an .npz, no pickle, written to a temp file and renamed) holds: the
 of the next segment, the state vector, the solver/controller carry, everything saved so
 far, the solver statistics, and an identity (settings, hashes of theta0, eta and the time
 grid, and the caller's config) that must match on resume, or the file is refused.
+
+A run of `solver="auto"` in two phases (Tsit5, then a least-squares solver; _phases.py)
+checkpoints its first phase to a file of its own next to `path` (`Checkpoint.phase_path`,
+e.g. checkpoint.tsit5-phase.npz) and writes it once more when that phase has finished
+(`final_checkpoint`), so a resume finds phase 1 complete and goes on in phase 2 (`path`).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from ._solvers import evals_per_step
 PyTree = Any
 FORMAT = "gflow-checkpoint"
 DELAY_ENV = "GFLOW_SEGMENT_DELAY"  # testing aid: seconds to sleep after each segment
+PHASE_TAG = "tsit5-phase"  # the first phase of a two-phase auto run (Checkpoint.phase_path)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,9 +87,27 @@ class Checkpoint:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"checkpoint.segments: must be an integer >= 1, got {n!r}.")
 
+    def phase_path(self) -> Path:
+        """The first phase's file of a two-phase auto run: `path` with PHASE_TAG inserted
+        before the suffix (checkpoint.npz -> checkpoint.tsit5-phase.npz)."""
+        p = Path(self.path)
+        return p.with_name(f"{p.stem}.{PHASE_TAG}{p.suffix}")
+
+    def files(self) -> list[Path]:
+        """Every file this checkpoint may write (delete them once the results are safe)."""
+        return [Path(self.path), self.phase_path()]
+
+    def for_phase(self, first: bool) -> Checkpoint:
+        """The checkpoint of one phase of a two-phase run: the first phase's at
+        `phase_path`, the second's at `path`; each resumes only if its file exists (a
+        run stopped in phase 1 starts phase 2 afresh)."""
+        path = self.phase_path() if first else Path(self.path)
+        return dataclasses.replace(self, path=path, resume=self.resume and path.is_file())
+
     def check_resumable(self) -> None:
-        """With `resume`, the file must exist (checked before anything is compiled)."""
-        if self.resume and not Path(self.path).is_file():
+        """With `resume`, the file (or a first phase's, `phase_path`) must exist (checked
+        before anything is compiled)."""
+        if self.resume and not any(f.is_file() for f in self.files()):
             raise ValueError(
                 f"resume: no checkpoint at {str(self.path)!r}; the run finished or never "
                 "reached its first checkpoint. Run again without --resume."
@@ -95,11 +119,15 @@ def _sha(a: Any) -> str:
 
 
 def run_identity(problem, ts, bounds, settings, save_params, metric_names, extra) -> dict:
-    """What must be equal for a checkpoint to continue this run."""
+    """What must be equal for a checkpoint to continue this run: not the progress flag,
+    nor the wall time of auto's stiffness probe (its other outputs are deterministic)."""
+    settings = {k: v for k, v in settings.items() if k != "progress"}
+    if isinstance(settings.get("auto"), dict):
+        settings["auto"] = {k: v for k, v in settings["auto"].items() if k != "probe_seconds"}
     return to_jsonable(
         {
             "config": extra,
-            "settings": {k: v for k, v in settings.items() if k != "progress"},
+            "settings": settings,
             "save_params": bool(save_params),
             "metrics": sorted(metric_names),
             "theta0": _sha(problem.theta0),
@@ -163,7 +191,11 @@ def write_checkpoint(path: Path, identity: dict, state: dict[str, Any]) -> None:
 
 def read_checkpoint(path: Path, identity: dict) -> dict[str, Any]:
     """Load a checkpoint, refusing a corrupt file or one written for another run."""
-    Checkpoint(path, resume=True).check_resumable()
+    if not Path(path).is_file():
+        raise ValueError(
+            f"resume: no checkpoint at {str(path)!r}; the run finished or never "
+            "reached its first checkpoint. Run again without --resume."
+        )
     try:
         arrays = read_npz(path)
         meta = json.loads(str(arrays["meta"]))
@@ -252,12 +284,15 @@ def integrate_checkpointed(
     loss_target: float | None = None,
     progress: bool = False,
     settings: dict[str, Any] | None = None,
+    final_checkpoint: bool = False,
 ) -> Solution:
     """Like `integrate`, in segments, checkpointing to `checkpoint.path`.
 
     The step limit `max_steps` is checked after each segment (a run may overshoot it by
     at most one segment's steps). The checkpoint file is left in place; delete it once
-    the results are safe.
+    the results are safe. With `final_checkpoint`, a run that completes every segment
+    writes one more checkpoint of its end state (the first phase of a two-phase run); a
+    resume from it returns that result without compiling or solving.
     """
 
     if isinstance(stepsize_controller, diffrax.StepTo):
@@ -294,13 +329,18 @@ def integrate_checkpointed(
             count_evals=count_evals,
         )
 
-    spec0 = spec_of(0)
-    step_exe, carry0, compile_seconds, source = compile_segments(spec0, spec0.problem.theta0)
+    n_seg = bounds.size - 1
+    done = ck is not None and ck["segment"] >= n_seg  # a finished phase: nothing to run
+    if done:
+        step_exe, carry0, compile_seconds, source = None, None, 0.0, "checkpoint"
+    else:
+        spec0 = spec_of(0)
+        step_exe, carry0, compile_seconds, source = compile_segments(spec0, spec0.problem.theta0)
     saved_pieces: list[dict] = []
     stats = dict.fromkeys(STAT_KEYS, 0)
     run_before = 0.0
     if checkpoint.resume:
-        carry = carry_from_leaves(carry0, ck["carry_leaves"])
+        carry = None if done else carry_from_leaves(carry0, ck["carry_leaves"])
         y, first, run_before = ck["y"], ck["segment"], ck["run_seconds"]
         saved_pieces.append(ck["saved"])
         stats.update({k: ck["stats"][k] for k in STAT_KEYS})
@@ -308,7 +348,6 @@ def integrate_checkpointed(
     else:
         y, first = np.asarray(problem.theta0), 0
         carry = carry0  # types only: the first segment starts the solver anew (fresh)
-    n_seg = bounds.size - 1
     delay = float(os.environ.get(DELAY_ENV, "0") or 0)
     bar = None
     if progress:
@@ -324,6 +363,7 @@ def integrate_checkpointed(
     out: dict[str, Any] = {}
     stop = None
     written = 0
+    finished = False
     with stop_signals() as flag:
         for j in range(first, n_seg):
             fresh = np.asarray(j == 0 and not checkpoint.resume)
@@ -340,6 +380,7 @@ def integrate_checkpointed(
             if int(out["result"]) != int(diffrax.RESULTS.successful._value):
                 break
             if j + 1 == n_seg:
+                finished = True
                 break
             if stats["num_steps"] >= max_steps:
                 stop = "max_steps"
@@ -363,6 +404,17 @@ def integrate_checkpointed(
     if bar is not None:
         bar.close()
     run_seconds = run_before + time.perf_counter() - start
+    if final_checkpoint and finished:  # the end state, for a resume of a later phase
+        state = {
+            "segment": n_seg,
+            "y": y,
+            "run_seconds": run_seconds,
+            "carry_leaves": carry_leaves(carry),
+            "saved": _concat(saved_pieces),
+            "stats": {**stats, **_counted_stats(counted, True)},
+        }
+        write_checkpoint(path, identity, state)
+        written += 1
     ts_done = np.concatenate([ts_pad[j][: counts[j]] for j in range(n_seg)])
     saved = _concat(saved_pieces)
     k = jax.tree_util.tree_leaves(saved)[0].shape[0]

@@ -113,25 +113,37 @@ def join(first: Solution, second: Solution, shared_is_users: bool, settings: dic
     )
 
 
-def run_two_phases(engine, problem, t0, t1, ts, t_switch, solver_obj, dt0, settings, run_kw):
+def _phase(solver: str, t0: float, sol: Solution) -> dict[str, Any]:
+    """A phase's record; a checkpointed phase adds the segment it resumed from (None:
+    started afresh; the number of segments: finished before, read from its file)."""
+    rec = {"solver": solver, "t0": float(t0), "t1": float(sol.t_final)}
+    if "resumed_from_segment" in sol.stats:
+        rec["resumed_from_segment"] = sol.stats["resumed_from_segment"]
+    return rec
+
+
+def run_two_phases(engines, problem, t0, t1, ts, t_switch, solver_obj, dt0, settings, run_kw):
     """auto's run of a stiff nonlinear least-squares flow: Tsit5 on [t0, t_switch], then
     `solver_obj` on [t_switch, t1] from where the first phase ended; one joined Solution
-    whose settings record both phases (`settings["auto"]["phases"]`, "switch_times")."""
+    whose settings record both phases (`settings["auto"]["phases"]`, "switch_times").
+    `engines`: (first phase's, second phase's) integrate functions; checkpointed runs
+    give each phase its own file (Checkpoint.for_phase), otherwise both are the same."""
+    first_engine, second_engine = engines
     tsit5 = diffrax.Tsit5(scan_kind="lax")
     ts1, ts2, shared = split_ts(ts, t_switch)
     phase_settings = dict(settings, solver="Tsit5", t1=t_switch)
-    first = engine(
+    first = first_engine(
         problem, t0, t_switch, ts1, solver=tsit5, dt0=dt0, settings=phase_settings, **run_kw
     )
-    phases = [{"solver": "tsit5", "t0": t0, "t1": float(first.t_final)}]
+    phases = [_phase("tsit5", t0, first)]
     auto = dict(settings["auto"], switch_times=[], phases=phases)
     if not first.success or first.stopped_early:  # ended in the first phase
         return first_only(first, t_switch, shared, dict(settings, solver="Tsit5", auto=auto))
     theta = jnp.asarray(first.theta_final, dtype=problem.theta0.dtype)
     problem2 = eqx.tree_at(lambda p: p.theta0, problem, theta)
-    second = engine(
+    second = second_engine(
         problem2, t_switch, t1, ts2, solver=solver_obj, dt0=None, settings=settings, **run_kw
     )
-    phases.append({"solver": settings["auto"]["chosen"], "t0": t_switch, "t1": second.t_final})
+    phases.append(_phase(settings["auto"]["chosen"], t_switch, second))
     auto.update(switch_times=[t_switch], phases=phases)
     return join(first, second, shared, dict(settings, auto=auto))

@@ -237,7 +237,8 @@ def simulate(
             flow's early, not yet stiff part (t0 to t0 + 200 / lambda_max) and switch
             (default). False: Rosenbrock-W throughout, e.g. when t0 is already late in
             a flow whose early part was integrated before (`follow_to_limit`'s later
-            windows). Not with `checkpoint` or `dense=True` (one solver throughout).
+            windows). With `checkpoint` the first phase has its own file
+            (`Checkpoint.phase_path`); `dense=True` keeps one solver throughout.
 
     Returns:
         A `Solution`. Failures (step limit, divergence, interruption) are reported in it,
@@ -313,8 +314,16 @@ def simulate(
             raise ValueError(f"checkpoint: expected a gflow.Checkpoint, got {checkpoint!r}.")
         checkpoint.check_resumable()
         engine = functools.partial(integrate_checkpointed, checkpoint=checkpoint)
+        # A two-phase auto run: phase 1 in a file of its own, kept when it finishes.
+        engines = (
+            functools.partial(
+                integrate_checkpointed, checkpoint=checkpoint.for_phase(True), final_checkpoint=True
+            ),
+            functools.partial(integrate_checkpointed, checkpoint=checkpoint.for_phase(False)),
+        )
     else:
         engine = functools.partial(integrate, dense=bool(dense))
+        engines = (engine, engine)
     run_kw = dict(
         stepsize_controller=stepsize_controller,
         max_steps=max_steps,
@@ -324,7 +333,7 @@ def simulate(
         progress=progress,
     )
     t_switch = None
-    switching = auto_switch and checkpoint is None and not dense
+    switching = auto_switch and not dense
     if auto_info is not None and auto_info["chosen"] == "rosw" and switching:
         # Tsit5 first, while the flow is not yet stiff on its own time scale (_phases.py).
         t_switch = switch_time(t0, float(t1), auto_info["lambda_max"])
@@ -334,7 +343,7 @@ def simulate(
         )
     else:
         sol = run_two_phases(
-            engine, problem, t0, float(t1), ts, t_switch, solver_obj, dt0, settings, run_kw
+            engines, problem, t0, float(t1), ts, t_switch, solver_obj, dt0, settings, run_kw
         )
     if auto_info is not None and auto_info["jacobian_rows"]:  # the stiffness probe
         rows = auto_info["jacobian_rows"]
