@@ -136,6 +136,52 @@ def test_bad_names_are_refused(capsys):
     assert "unknown experiment" in capsys.readouterr().err
 
 
+def test_all_runs_its_experiments_in_parallel_processes(tmp_path, monkeypatch, capsys):
+    """`reproduce all --jobs 2`: one process per experiment, longest first, at most 2 at
+    once; every output line echoed with its name; a failing experiment fails the call
+    and is named. (Dummy children stand in for the experiments, which test_outputs_written
+    and the tests below run in-process.)"""
+    import argparse
+    import sys
+
+    from gflow._cli import _reproduce_cmd as rc
+
+    args = argparse.Namespace(name="all", quick=True, seeds=3, out="o", jobs=2)
+    cmd = rc.child_command("shallow-dn", args)
+    assert cmd[1:] == [
+        "-m", "gflow._cli._main", "reproduce", "shallow-dn", "--quick", "--seeds", "3",
+        "--out", "o",
+    ]  # fmt: skip
+    log = tmp_path / "log.txt"
+    child = (
+        "import sys, time\n"
+        "name, log = sys.argv[1], sys.argv[2]\n"
+        "open(log, 'a').write('+' + name + '\\n')\n"
+        "time.sleep(0.3)\n"
+        "print('working on', name, flush=True)\n"
+        "open(log, 'a').write('-' + name + '\\n')\n"
+        "sys.exit(3 if name == 'generalization' else 0)\n"
+    )
+    monkeypatch.setattr(
+        rc, "child_command", lambda name, args: [sys.executable, "-c", child, name, str(log)]
+    )
+    assert main(["reproduce", "all", "--quick", "--jobs", "2"]) == 1
+    out, err = capsys.readouterr()
+    assert "generalization failed (exit codes [3]" in err
+    for name in EXPERIMENTS:
+        assert f"[{name}] working on {name}" in out
+    events = log.read_text().split()
+    starts = [e[1:] for e in events if e[0] == "+"]
+    assert set(starts[:2]) == {"generalization", "feature-learning"}  # the longest first
+    running = peak = 0
+    for e in events:
+        running += 1 if e[0] == "+" else -1
+        peak = max(peak, running)
+    assert peak == 2 and len(events) == 2 * len(EXPERIMENTS)
+    assert main(["reproduce", "all", "--jobs", "0"]) == 2
+    assert "--jobs: must be an integer >= 1" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("reproduce")
