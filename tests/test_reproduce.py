@@ -182,6 +182,41 @@ def test_all_runs_its_experiments_in_parallel_processes(tmp_path, monkeypatch, c
     assert "--jobs: must be an integer >= 1" in capsys.readouterr().err
 
 
+def test_interrupting_all_stops_the_running_experiments_and_starts_no_more(tmp_path):
+    """Ctrl-C on `reproduce all` (SIGINT to the parent only) is passed to the running
+    children, which stop cleanly, and the experiments not yet started never start."""
+    import os
+    import signal
+    import sys
+    import threading
+
+    from gflow._cli._reproduce_cmd import run_parallel
+
+    child = (
+        "import signal, sys, time\n"
+        "name, where = sys.argv[1], sys.argv[2]\n"
+        "open(where + '/started-' + name, 'w').close()\n"
+        "def stop(*a):\n"
+        "    open(where + '/stopped-' + name, 'w').close()\n"
+        "    sys.exit(130)\n"
+        "signal.signal(signal.SIGINT, stop)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    commands = {n: [sys.executable, "-c", child, n, str(tmp_path)] for n in ("a", "b", "c")}
+    ready = []
+
+    def echo(line):
+        ready.append(line)
+        if len(ready) == 2:  # both running: Ctrl-C, as the terminal would send the parent
+            threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+
+    with pytest.raises(KeyboardInterrupt):
+        run_parallel(commands, 2, echo=echo)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["started-a", "started-b", "stopped-a", "stopped-b"]
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("reproduce")

@@ -98,15 +98,17 @@ def run_parallel(commands: dict[str, list[str]], jobs: int, echo=print) -> dict[
         running.pop(name, None)
 
     running: dict[str, subprocess.Popen] = {}
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=jobs)
     try:
-        with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-            futures = [pool.submit(one, name, argv) for name, argv in commands.items()]
-            for f in futures:
-                f.result()
+        futures = [pool.submit(one, name, argv) for name, argv in commands.items()]
+        for f in futures:
+            f.result()
     except KeyboardInterrupt:
         for proc in list(running.values()):
             proc.send_signal(signal.SIGINT)
         raise
+    finally:  # experiments not yet started are not started
+        pool.shutdown(wait=True, cancel_futures=True)
     return codes
 
 

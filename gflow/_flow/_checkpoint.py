@@ -108,10 +108,14 @@ class Checkpoint:
         """With `resume`, the file (or a first phase's, `phase_path`) must exist (checked
         before anything is compiled)."""
         if self.resume and not any(f.is_file() for f in self.files()):
-            raise ValueError(
-                f"resume: no checkpoint at {str(self.path)!r}; the run finished or never "
-                "reached its first checkpoint. Run again without --resume."
-            )
+            raise _no_checkpoint(self.path)
+
+
+def _no_checkpoint(path: str | Path) -> ValueError:
+    return ValueError(
+        f"resume: no checkpoint at {str(path)!r}; the run finished or never reached its "
+        "first checkpoint. Run again without --resume."
+    )
 
 
 def _sha(a: Any) -> str:
@@ -192,10 +196,7 @@ def write_checkpoint(path: Path, identity: dict, state: dict[str, Any]) -> None:
 def read_checkpoint(path: Path, identity: dict) -> dict[str, Any]:
     """Load a checkpoint, refusing a corrupt file or one written for another run."""
     if not Path(path).is_file():
-        raise ValueError(
-            f"resume: no checkpoint at {str(path)!r}; the run finished or never "
-            "reached its first checkpoint. Run again without --resume."
-        )
+        raise _no_checkpoint(path)
     try:
         arrays = read_npz(path)
         meta = json.loads(str(arrays["meta"]))
