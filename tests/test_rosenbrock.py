@@ -3,7 +3,9 @@ on a closed form, order 3 with a frozen (inexact) W, agreement with a tight Dopr
 network, the Woodbury solve against a dense P x P solve, and exact evaluation counts."""
 
 import diffrax
+import equinox as eqx
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -159,6 +161,64 @@ def test_auto_chooses_by_stiffness_and_linearity_and_records_it():
     no_res = gflow.simulate(_loss, jnp.zeros(_P), 2000.0, eta=_ETA, solver="auto", rtol=1e-4)
     assert no_res.settings["auto"]["chosen"] == "tsit5"
     assert "residual_fn" in no_res.settings["auto"]["reason"]
+
+
+def test_auto_probe_for_many_residuals_uses_lanczos_not_the_jacobian():
+    """n > LANCZOS_MIN_N: lambda_max comes from 24 Lanczos products with J E J^T (2
+    gradient-equivalents each), not from n Jacobian rows. Exact against the closed form
+    of a linear least-squares kernel with a known spectrum (n = 120, eigenvalues 1 to
+    1e-3, the top two 10% apart) and against a dense eigensolve on a network; affine is
+    still told apart from nonlinear; and auto's overhead on a non-stiff flow is the 50
+    probe evaluations (with the Jacobian it was n = 256 rows: 4x Tsit5's run here)."""
+    from gflow._flow._auto import LANCZOS_ITERS, LANCZOS_MIN_N
+    from gflow._flow._rosenbrock import residual_jacobian
+
+    n, p, eta = 120, 150, 2.0
+    assert n > LANCZOS_MIN_N
+    rng = np.random.default_rng(3)
+    u, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    v, _ = np.linalg.qr(rng.normal(size=(p, n)))
+    lam = np.concatenate([[1.0, 0.9], np.logspace(-0.1, -3, n - 2)])
+    x = jnp.asarray(u @ np.diag(np.sqrt(lam * n)) @ v.T)  # X^T X / n = V diag(lam) V^T
+    y = jnp.asarray(rng.normal(size=n))
+
+    def res(th):
+        return x @ th - y
+
+    def loss(th):
+        return 0.5 * jnp.mean(res(th) ** 2)
+
+    stiff = gflow.simulate(loss, jnp.zeros(p), 2e3, eta=eta, residual_fn=res, solver="auto")
+    auto = stiff.settings["auto"]
+    assert auto["probe_method"] == "lanczos" and auto["chosen"] == "exprb"
+    np.testing.assert_allclose(auto["lambda_max"], eta * 1.0, rtol=1e-12)
+    assert auto["linearity_defect"] < 1e-12 and auto["jacobian_rows"] == 0
+    probe = 2 * LANCZOS_ITERS + 2
+    assert auto["probe_evals"] == probe
+    # exprb's own Jacobian (n rows) is the only one; the probe adds its 50 evaluations.
+    assert stiff.stats["jacobian_rows"] == n
+    assert stiff.stats["grad_equivalents"] == stiff.stats["grad_evals"] + n + probe
+
+    # A network (nonlinear, not stiff over t1 = 20): Tsit5 plus the probe.
+    data = gflow.make_synthetic(256, 8, inputs="sphere", target="teacher", seed=1)
+    model = gflow.TwoLayer(8, 64, activation="tanh", scaling="mf", key=jax.random.key(1))
+    sol = gflow.simulate_mse(model, data, 20.0, solver="auto")
+    ref = gflow.simulate_mse(model, data, 20.0, solver="tsit5")
+    auto = sol.settings["auto"]
+    assert auto["probe_method"] == "lanczos" and auto["chosen"] == "tsit5"
+    assert auto["linearity_defect"] > 1e-3
+    assert sol.stats["grad_equivalents"] == ref.stats["grad_equivalents"] + probe
+    np.testing.assert_array_equal(sol.theta_final, ref.theta_final)
+    residual = gflow.mse_residual(model, data)
+    theta, unravel = jax.flatten_util.ravel_pytree(eqx.filter(model, model.trainable()))
+    rest = eqx.filter(model, model.trainable(), inverse=True)
+
+    def flat_res(th):
+        return residual(eqx.combine(unravel(th), rest))
+
+    jac = residual_jacobian(flat_res, theta)
+    kernel = 64.0 * (jac @ jac.T) / 256  # eta = m for the mean-field model
+    np.testing.assert_allclose(auto["lambda_max"], np.linalg.eigvalsh(kernel)[-1], rtol=1e-10)
 
 
 def test_checkpointed_run_matches_one_solve_and_counts_rows(tmp_path):

@@ -9,7 +9,8 @@ stiffness number
 
 For a least-squares loss the Gauss-Newton part of the Jacobian has the same nonzero
 eigenvalues as the n x n matrix K / n = J diag(eta) J^T / n, whose lambda_max is computed
-once at theta0 (n Jacobian rows, counted in the run's stats). Rosenbrock-W's cost grows
+once at theta0 (n Jacobian rows for n <= LANCZOS_MIN_N, else LANCZOS_ITERS Lanczos
+products with K / n; counted in the run's stats). Rosenbrock-W's cost grows
 like the number of decades of time scales, not like S: on the stiff benchmarks it took
 1,000-8,000 gradient-equivalents (docs/benchmarks.md). `auto` therefore picks
 
@@ -30,7 +31,8 @@ residual is affine is probed at theta0 along one fixed direction v of the size o
     defect = |r(theta0 + v) - r(theta0) - J v| / |J v|  <=  1e-8
 
 (rounding level for an affine residual; O(|v| |Hess r| / |J|) otherwise). The probe
-costs one residual evaluation besides the n Jacobian rows it shares with lambda_max.
+costs one residual evaluation besides what it shares with lambda_max (J v from the
+rows, or one jvp from the linearisation the Lanczos products use).
 
 The choice is made at t0 and recorded in `Solution.settings["auto"]`. When it is
 Rosenbrock-W, `simulate` runs Tsit5 first, up to t0 + 200 / lambda_max, and Rosenbrock-W
@@ -42,6 +44,7 @@ included (each phase in its own checkpoint file).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import diffrax
@@ -55,32 +58,82 @@ from ._rosenbrock import ExpRosenbrock, RosenbrockW, residual_jacobian
 
 STIFFNESS_THRESHOLD = 2e3
 LINEAR_DEFECT = 1e-8
+# lambda_max by Lanczos when n > LANCZOS_MIN_N: LANCZOS_ITERS products with J E J^T (a jvp
+# and a vjp each, 2 gradient-equivalents) cost less than n Jacobian rows, and J (n x P)
+# is never held. On a non-stiff flow with n = 1024 the full Jacobian made auto cost 6.3x
+# Tsit5's gradient-equivalents (1,218 vs 193) and 7.8x its wall time.
+LANCZOS_ITERS = 24
+LANCZOS_MIN_N = 2 * LANCZOS_ITERS + 2
+
+
+def lanczos_max(matvec: Callable, n: int, dtype: Any, iters: int = LANCZOS_ITERS) -> jax.Array:
+    """The largest eigenvalue of a symmetric positive semi-definite n x n operator from
+    `iters` Lanczos steps with full reorthogonalisation (a Ritz value: <= lambda_max, and
+    converging fastest at the extremes). A fixed start vector; a breakdown (an invariant
+    subspace found early) leaves zero rows that do not change the largest Ritz value."""
+    q0 = jax.random.normal(jax.random.key(1), (n,), dtype)
+    qs = jnp.zeros((iters + 1, n), dtype).at[0].set(q0 / jnp.linalg.norm(q0))
+
+    def body(i, carry):
+        qs, alphas, betas = carry
+        q = qs[i]
+        w = matvec(q)
+        alpha = jnp.dot(w, q)
+        for _ in range(2):  # against every earlier vector (rows not yet set are zero)
+            w = w - qs.T @ (qs @ w)
+        beta = jnp.linalg.norm(w)
+        ok = beta > 1e-12 * jnp.maximum(jnp.abs(alpha), 1e-300)
+        qs = qs.at[i + 1].set(jnp.where(ok, w / jnp.where(ok, beta, 1.0), 0.0))
+        return qs, alphas.at[i].set(alpha), betas.at[i].set(jnp.where(ok, beta, 0.0))
+
+    zeros = jnp.zeros(iters, dtype)
+    _, alphas, betas = jax.lax.fori_loop(0, iters, body, (qs, zeros, zeros))
+    off = betas[:-1]
+    tri = jnp.diag(alphas) + jnp.diag(off, 1) + jnp.diag(off, -1)
+    return jnp.linalg.eigvalsh(tri)[-1]
 
 
 @eqx.filter_jit
-def _probe(prob: FlatProblem) -> tuple[jax.Array, jax.Array, int]:
+def _probe(prob: FlatProblem) -> tuple[jax.Array, jax.Array, int, str]:
     theta = prob.theta0
-    jac = residual_jacobian(prob.residual, theta)
-    k = (jac * prob.eta[None, :]) @ jac.T / jac.shape[0]
-    lam = jnp.linalg.eigvalsh(0.5 * (k + k.T))[-1]
     g = jax.random.normal(jax.random.key(0), theta.shape, theta.dtype)
     scale = 1.0 + jnp.sqrt(jnp.mean(theta**2))
-    v = scale * g / jnp.sqrt(jnp.mean(g**2))
-    jv = jac @ v
-    miss = prob.residual(theta + v) - prob.residual(theta) - jv
+    v = scale * g / jnp.sqrt(jnp.mean(g**2))  # the direction of the linearity probe
+    r0, jvp_fn = jax.linearize(prob.residual, theta)
+    n = r0.shape[0]
+    if n <= LANCZOS_MIN_N:  # n rows cost less than the Lanczos products
+        jac = residual_jacobian(prob.residual, theta)
+        k = (jac * prob.eta[None, :]) @ jac.T / n
+        lam = jnp.linalg.eigvalsh(0.5 * (k + k.T))[-1]
+        jv, method = jac @ v, "jacobian"
+    else:  # lambda_max of J E J^T / n from products with J^T and J, never J itself
+        vjp_fn = jax.linear_transpose(jvp_fn, theta)
+        lam = lanczos_max(lambda u: jvp_fn(prob.eta * vjp_fn(u)[0]) / n, n, r0.dtype)
+        jv, method = jvp_fn(v), "lanczos"
+    miss = prob.residual(theta + v) - r0 - jv
     defect = jnp.linalg.norm(miss) / jnp.maximum(jnp.linalg.norm(jv), 1e-300)
-    return lam, defect, jac.shape[0]  # n: a static output of the compiled probe
+    return lam, defect, n, method  # n, method: static outputs of the compiled probe
 
 
-def kernel_probe(problem: FlatProblem) -> tuple[float, float, int]:
-    """(lambda_max of J diag(eta) J^T / n at theta0, linearity defect, n): the largest
-    eigenvalue of the Gauss-Newton part of the flow's Jacobian, and the relative defect
-    of the residual's linear model along a fixed direction (module doc). Needs
-    `problem.residual_fn` and a flat state; costs n Jacobian rows, one residual
-    evaluation and one n x n eigenvalue problem. Compiled once per problem structure
-    (a later call with new values reuses it)."""
-    lam, defect, n = _probe(problem)
-    return float(lam), float(defect), int(n)
+def kernel_probe(problem: FlatProblem) -> tuple[float, float, int, str]:
+    """(lambda_max of J diag(eta) J^T / n at theta0, linearity defect, n, method): the
+    largest eigenvalue of the Gauss-Newton part of the flow's Jacobian, and the relative
+    defect of the residual's linear model along a fixed direction (module doc). Needs
+    `problem.residual_fn` and a flat state. Method "jacobian" (n <= LANCZOS_MIN_N): n
+    Jacobian rows and an n x n eigenvalue problem; "lanczos": LANCZOS_ITERS products
+    with J E J^T and one jvp. Either way one residual evaluation for the defect.
+    Compiled once per problem structure (a later call with new values reuses it)."""
+    lam, defect, n, method = _probe(problem)
+    return float(lam), float(defect), int(n), str(method)
+
+
+def probe_cost(n: int, method: str) -> tuple[int, int]:
+    """(Jacobian rows, other gradient-equivalents) of the probe: n rows and the residual
+    evaluations of the linearity defect (counted as 1), or 2 per Lanczos product (a jvp
+    and a vjp) plus the defect's jvp and residual evaluations (2)."""
+    if method == "jacobian":
+        return n, 1
+    return 0, 2 * LANCZOS_ITERS + 2
 
 
 def choose_solver(
@@ -118,15 +171,17 @@ def choose_solver(
             "reason": f"{why}: the least-squares solvers are not usable",
         }
     start = time.perf_counter()
-    lam, defect, n = kernel_probe(problem)
+    lam, defect, n, method = kernel_probe(problem)
     seconds = time.perf_counter() - start
     s = lam * (float(t1) - float(t0))
+    rows, evals = probe_cost(n, method)
     info.update(
         lambda_max=lam,
         stiffness=s,
-        jacobian_rows=n,
+        jacobian_rows=rows,
         linearity_defect=defect,
-        probe_evals=1,
+        probe_method=method,
+        probe_evals=evals,
         probe_seconds=seconds,
     )
     if np.isfinite(s) and s >= threshold:

@@ -345,7 +345,7 @@ def simulate(
         sol = run_two_phases(
             engines, problem, t0, float(t1), ts, t_switch, solver_obj, dt0, settings, run_kw
         )
-    if auto_info is not None and auto_info["jacobian_rows"]:  # the stiffness probe
+    if auto_info is not None and auto_info["lambda_max"] is not None:  # the probe ran
         rows = auto_info["jacobian_rows"]
         sol.stats["jacobian_rows"] = sol.stats.get("jacobian_rows", 0) + rows
         if sol.stats["grad_equivalents"] is not None:
