@@ -205,6 +205,12 @@ def test_step_warnings_rule():
     cfg = {"model": {"activation": "tanh"}}
     assert step_warnings(cfg, {"num_steps": STEP_WARNING - 1}) == []
     (w,) = step_warnings(cfg, {"num_steps": STEP_WARNING, "grad_evals": 6000})
-    assert "stiff" in w and "kvaerno5" in w
+    assert "stiff" in w and 'solver = "auto"' in w  # squared error (the default loss)
+    logistic = {**cfg, "flow": {"loss": "logistic", "solver": "tsit5"}}
+    (w,) = step_warnings(logistic, {"num_steps": STEP_WARNING, "grad_evals": 6000})
+    assert "stiff" in w and "kvaerno5" in w and "auto" not in w
+    rosw = {**cfg, "flow": {"loss": "mse", "solver": "rosw"}}
+    (w,) = step_warnings(rosw, {"num_steps": STEP_WARNING, "grad_evals": 6000})
+    assert "rtol" in w and "kvaerno5" not in w and "auto" not in w
     (w,) = step_warnings({"model": {"activation": "relu"}}, {"num_steps": 5000})
     assert "kink" in w and "gelu" in w
