@@ -67,9 +67,9 @@ def step_warnings(cfg: dict[str, Any], stats: dict[str, Any]) -> list[str]:
         # A squared-error loss: the least-squares solvers use its Gauss-Newton structure.
         return [
             f"{head}: the flow is stiff or the horizon long; for this squared-error loss "
-            'use solver = "auto" (it picks Rosenbrock-W or exprb when the flow is stiff; '
-            "on a stiff digits run it took 7,506 gradient-equivalents where Tsit5 took "
-            "31,501; docs/stiff.md), or a larger rtol or a shorter t1."
+            'use solver = "auto" (it picks Rosenbrock-W or exprb when the flow is stiff, '
+            "whose cost grows with log t1 where Tsit5's grows with t1; docs/stiff.md), "
+            "or a larger rtol or a shorter t1."
         ]
     return [
         f"{head}: the flow is stiff or the horizon long; consider an implicit solver "
