@@ -67,6 +67,59 @@ def test_order_three_with_frozen_inexact_w():
     assert np.all(slopes > 2.7), (errs, slopes)
 
 
+def test_steps_equal_a_dense_second_implementation():
+    """Five constant steps with J frozen at theta0 equal ROS34PW2 written with dense P x P
+    solves (I / (h gamma) - W) u_i = F(stage_i) + sum_j c_ij u_j / h, W = -(1/n) E J0^T J0,
+    on a nonlinear residual with n = 5 < P = 12 and a time scale per entry: the Woodbury
+    form, its n-space bookkeeping and the tableau, step for step."""
+    from gflow._flow._rosenbrock import transformed_tableau
+
+    rng = np.random.default_rng(7)
+    n, p, t1, steps = 5, 12, 2.0, 5
+    a_mat = jnp.asarray(rng.normal(size=(n, p)) / 2)
+    b_vec = jnp.asarray(rng.normal(size=n) / 2)
+    eta = np.repeat([0.7, 1.8], p // 2)  # two leaves, a time scale each
+    theta0 = jnp.asarray(rng.normal(size=p) / 2)
+
+    def res(th):
+        return jnp.tanh(a_mat @ th) + 0.1 * jnp.sum(th**2) - b_vec
+
+    def loss(th):
+        return 0.5 * jnp.mean(res(th) ** 2)
+
+    def tree_res(params):
+        return res(jnp.concatenate(params))
+
+    def tree_loss(params):
+        return loss(jnp.concatenate(params))
+
+    frozen = RosenbrockW(jacobian_tol=1e300, jacobian_max_age=10**9)
+    sol = gflow.simulate(
+        tree_loss, (theta0[: p // 2], theta0[p // 2 :]), t1, eta=(0.7, 1.8),
+        ts=np.array([t1]), solver=frozen, residual_fn=tree_res,
+        stepsize_controller=diffrax.ConstantStepSize(), dt0=t1 / steps,
+    )  # fmt: skip
+    a_t, c_t, m_t, _ = transformed_tableau()
+    gamma = 4.3586652150845900e-01
+    grad = jax.grad(loss)
+
+    def field(th):
+        return -eta * np.asarray(grad(jnp.asarray(th)))
+
+    j0 = np.asarray(jax.jacrev(res)(theta0))
+    w = -np.diag(eta) @ j0.T @ j0 / n
+    h = t1 / steps
+    y = np.asarray(theta0)
+    for _ in range(steps):
+        us = []
+        for i in range(4):
+            stage = y + sum(a_t[i, j] * us[j] for j in range(i))
+            rhs = field(stage) + sum(c_t[i, j] / h * us[j] for j in range(i))
+            us.append(np.linalg.solve(np.eye(p) / (h * gamma) - w, rhs))
+        y = y + sum(m_t[i] * us[i] for i in range(4))
+    np.testing.assert_allclose(sol.theta_final, y, rtol=1e-12, atol=1e-14)
+
+
 def test_agrees_with_tight_dopri8_on_a_network():
     data = gflow.make_synthetic(n=8, d=3, seed=1)
     model = gflow.TwoLayer(d=3, m=16, scaling="mf", key=jax.random.key(2))

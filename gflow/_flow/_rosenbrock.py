@@ -308,28 +308,55 @@ class RosenbrockW(GaussNewtonSolver):
         return 3
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+        """One step in 8 passes over the stored J (n x P) instead of 10: every stage
+        increment is kept as u_i = a_i - lift(b_i) (a_i in R^P, b_i in R^n) together with
+        its coordinates proj(u_i), so the Woodbury solves need J only for proj(F) of each
+        stage (4 passes) and J^T only to form the 3 stage points and, in one pass with
+        three columns, y1, the error estimate and W dy (module doc of `_Range`).
+
+        With c = h gamma / n, D = 1 / (1 + c lam) and p = proj(rhs):
+        u = h gamma (rhs - c lift(D p)) and proj(u) = h gamma D p (proj(lift(z)) = lam z);
+        W dy = lift(-proj(dy) / n) with proj(dy) = sum_i m_i proj(u_i)."""
         f0, gn, age = self._start(terms, t0, y0, args, solver_state, made_jump)
-        eta = args.eta
+        rng = _Range(gn=gn, eta=args.eta)
         n = gn.jac.shape[0]
         h = jnp.asarray(t1 - t0, dtype=y0.dtype)
         hg = h * _GAMMA
-        us = []
+        d = 1.0 / (1.0 + (hg / n) * gn.lam)
+        a_parts, b_parts, projs = [], [], []  # u_i = a_i - lift(b_i), proj(u_i)
         for i in range(4):
-            y_stage = y0
+            if i == 0:
+                f_stage = f0
+            else:
+                a_sum = sum(float(_A_T[i, j]) * a_parts[j] for j in range(i) if _A_T[i, j])
+                b_sum = sum(float(_A_T[i, j]) * b_parts[j] for j in range(i) if _A_T[i, j])
+                f_stage = terms.vf(t0 + h, y0 + a_sum - rng.lift(b_sum), args)
+            a_rhs, b_rhs, p_rhs = f_stage, 0.0, rng.proj(f_stage)
             for j in range(i):
-                if _A_T[i, j] != 0.0:
-                    y_stage = y_stage + float(_A_T[i, j]) * us[j]
-            f_stage = f0 if i == 0 else terms.vf(t0 + h, y_stage, args)
-            rhs = f_stage
-            for j in range(i):
-                rhs = rhs + (float(_C_T[i, j]) / h) * us[j]
-            us.append(hg * woodbury_solve(gn, eta, hg / n, rhs))
-        y1 = y0 + sum(float(_M[i]) * us[i] for i in range(4))
-        y_error = sum(float(_M[i] - _MHAT[i]) * us[i] for i in range(4))
+                k = float(_C_T[i, j]) / h
+                a_rhs = a_rhs + k * a_parts[j]
+                b_rhs = b_rhs + k * b_parts[j]
+                p_rhs = p_rhs + k * projs[j]
+            a_parts.append(hg * a_rhs)
+            b_parts.append(hg * (b_rhs + (hg / n) * d * p_rhs))
+            projs.append(hg * d * p_rhs)
+        err = [float(_M[i] - _MHAT[i]) for i in range(4)]
+        p_dy = sum(float(_M[i]) * projs[i] for i in range(4))
+        z = jnp.stack(
+            [
+                sum(float(_M[i]) * b_parts[i] for i in range(4)),
+                sum(err[i] * b_parts[i] for i in range(4)),
+                -p_dy / n,
+            ],
+            axis=1,
+        )
+        lifted = rng.eta[:, None] * (gn.jac.T @ (gn.q @ z))  # (P, 3): one pass over J
+        y1 = y0 + sum(float(_M[i]) * a_parts[i] for i in range(4)) - lifted[:, 0]
+        y_error = sum(err[i] * a_parts[i] for i in range(4)) - lifted[:, 1]
         f1 = terms.vf(t1, y1, args)
         # Secant defect of the Gauss-Newton model over this step (module doc).
         dy, df = y1 - y0, f1 - f0
-        w_dy = -(eta * (gn.jac.T @ (gn.jac @ dy))) / n
+        w_dy = lifted[:, 2]
         stale = self._stale(h, dy, df, w_dy, age, n)
         dense_info = dict(y0=y0, y1=y1, f0=f0, f1=f1)
         state = (f1, gn, stale, age + 1)
