@@ -347,16 +347,15 @@ class RosenbrockW(GaussNewtonSolver):
                 sum(float(_M[i]) * b_parts[i] for i in range(4)),
                 sum(err[i] * b_parts[i] for i in range(4)),
                 -p_dy / n,
-            ],
-            axis=1,
+            ]
         )
-        lifted = rng.eta[:, None] * (gn.jac.T @ (gn.q @ z))  # (P, 3): one pass over J
-        y1 = y0 + sum(float(_M[i]) * a_parts[i] for i in range(4)) - lifted[:, 0]
-        y_error = sum(err[i] * a_parts[i] for i in range(4)) - lifted[:, 1]
+        lifted = rng.eta * ((z @ gn.q.T) @ gn.jac)  # (3, P), rows contiguous: one pass over J
+        y1 = y0 + sum(float(_M[i]) * a_parts[i] for i in range(4)) - lifted[0]
+        y_error = sum(err[i] * a_parts[i] for i in range(4)) - lifted[1]
         f1 = terms.vf(t1, y1, args)
         # Secant defect of the Gauss-Newton model over this step (module doc).
         dy, df = y1 - y0, f1 - f0
-        w_dy = lifted[:, 2]
+        w_dy = lifted[2]
         stale = self._stale(h, dy, df, w_dy, age, n)
         dense_info = dict(y0=y0, y1=y1, f0=f0, f1=f1)
         state = (f1, gn, stale, age + 1)
