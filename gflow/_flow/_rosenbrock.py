@@ -167,6 +167,11 @@ class _Range(eqx.Module):
     def lift(self, c):
         return self.eta * (self.gn.jac.T @ (self.gn.q @ c))
 
+    def lift_rows(self, z):
+        """`lift` of each row of z (k, n) -> (k, P), in one pass over J (rows of the
+        result contiguous)."""
+        return self.eta * ((z @ self.gn.q.T) @ self.gn.jac)
+
 
 def woodbury_solve(gn: GaussNewton, eta: jax.Array, c: jax.Array, b: jax.Array) -> jax.Array:
     """x = (I + c diag(eta) J^T J)^{-1} b through the n x n system (Woodbury identity):
@@ -349,7 +354,7 @@ class RosenbrockW(GaussNewtonSolver):
                 -p_dy / n,
             ]
         )
-        lifted = rng.eta * ((z @ gn.q.T) @ gn.jac)  # (3, P), rows contiguous: one pass over J
+        lifted = rng.lift_rows(z)  # (3, P): one pass over J
         y1 = y0 + sum(float(_M[i]) * a_parts[i] for i in range(4)) - lifted[0]
         y_error = sum(err[i] * a_parts[i] for i in range(4)) - lifted[1]
         f1 = terms.vf(t1, y1, args)
