@@ -365,6 +365,19 @@ def integrate_checkpointed(
     stop = None
     written = 0
     finished = False
+
+    def save(segment: int, seconds: float) -> None:
+        """Checkpoint the state reached (the next segment to run is `segment`)."""
+        state = {
+            "segment": segment,
+            "y": y,
+            "run_seconds": seconds,
+            "carry_leaves": carry_leaves(carry),
+            "saved": _concat(saved_pieces),
+            "stats": {**stats, **_counted_stats(counted, True)},
+        }
+        write_checkpoint(path, identity, state)
+
     with stop_signals() as flag:
         for j in range(first, n_seg):
             fresh = np.asarray(j == 0 and not checkpoint.resume)
@@ -388,15 +401,7 @@ def integrate_checkpointed(
                 break
             now = time.perf_counter()
             if flag["signal"] or now - last_ck >= checkpoint.every_seconds:
-                state = {
-                    "segment": j + 1,
-                    "y": y,
-                    "run_seconds": run_before + now - start,
-                    "carry_leaves": carry_leaves(carry),
-                    "saved": _concat(saved_pieces),
-                    "stats": {**stats, **_counted_stats(counted, True)},
-                }
-                write_checkpoint(path, identity, state)
+                save(j + 1, run_before + now - start)
                 written += 1
                 last_ck = time.perf_counter()
             if flag["signal"]:
@@ -406,15 +411,7 @@ def integrate_checkpointed(
         bar.close()
     run_seconds = run_before + time.perf_counter() - start
     if final_checkpoint and finished:  # the end state, for a resume of a later phase
-        state = {
-            "segment": n_seg,
-            "y": y,
-            "run_seconds": run_seconds,
-            "carry_leaves": carry_leaves(carry),
-            "saved": _concat(saved_pieces),
-            "stats": {**stats, **_counted_stats(counted, True)},
-        }
-        write_checkpoint(path, identity, state)
+        save(n_seg, run_seconds)
         written += 1
     ts_done = np.concatenate([ts_pad[j][: counts[j]] for j in range(n_seg)])
     saved = _concat(saved_pieces)
