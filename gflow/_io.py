@@ -48,7 +48,7 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -67,17 +67,17 @@ def _atomic_write(path: Path, write) -> None:
 def write_json(path: str | Path, obj: dict[str, Any]) -> None:
     """Write `obj` as indented JSON atomically (temp file + rename)."""
     text = json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n"
-    _atomic_write(Path(path), lambda f: f.write(text.encode()))
+    atomic_write(Path(path), lambda f: f.write(text.encode()))
 
 
 def write_text(path: str | Path, text: str) -> None:
     """Write text atomically (temp file + rename)."""
-    _atomic_write(Path(path), lambda f: f.write(text.encode()))
+    atomic_write(Path(path), lambda f: f.write(text.encode()))
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
     """Write bytes atomically (temp file + rename)."""
-    _atomic_write(Path(path), lambda f: f.write(data))
+    atomic_write(Path(path), lambda f: f.write(data))
 
 
 def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
@@ -88,7 +88,7 @@ def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
         if a.dtype == object:
             raise ValueError(f"{k}: object arrays cannot be stored without pickle.")
         clean[k] = a
-    _atomic_write(Path(path), lambda f: np.savez(f, **clean))
+    atomic_write(Path(path), lambda f: np.savez(f, **clean))
 
 
 def read_npz(path: str | Path) -> dict[str, np.ndarray]:

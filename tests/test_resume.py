@@ -195,7 +195,7 @@ def test_loading_never_unpickles(tmp_path):
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
-    from gflow._io import _atomic_write, write_json
+    from gflow._io import atomic_write, write_json
 
     path = tmp_path / "result.json"
     write_json(path, {"a": 1})
@@ -205,7 +205,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
         raise OSError("disk full")
 
     with pytest.raises(OSError):
-        _atomic_write(path, crash)
+        atomic_write(path, crash)
     assert json.loads(path.read_text()) == {"a": 1}  # old content intact
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]  # no temp file left
 

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ._rate import _noise_sd, _ols, _t_quantile_975, find_floor
+from ._rate import find_floor, noise_sd, ols, t_quantile_975
 
 LAWS = ("exponential", "power", "ambiguous", "neither")
 
@@ -135,13 +135,13 @@ def fit_decay(
             f"than min_points = {min_points}; save more times or widen it."
         )
     tw, y = t[idx], np.log(l_arr[idx])
-    q = _t_quantile_975(idx.size - 2)
+    q = t_quantile_975(idx.size - 2)
     fits = {}
     for name, x in (("exponential", tw), ("power", np.log(tw))):
-        b, a, se, _ = _ols(x, y)
+        b, a, se, _ = ols(x, y)
         rms = float(np.sqrt(np.mean((y - (a + b * x)) ** 2)))
         fits[name] = (-b, (-b - q * se, -b + q * se), rms)
-    noise = _noise_sd(tw, y)
+    noise = noise_sd(tw, y)
     tol = 1.5 * noise + curvature_tol
     ok_e = fits["exponential"][2] <= tol
     ok_p = fits["power"][2] <= tol

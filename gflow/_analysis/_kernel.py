@@ -115,7 +115,7 @@ def unpack_problem(model: Any, eta: Any, trainable: Any) -> tuple[Any, Any, Any]
     return (model.params, None, None) if own else (model.params, model.eta, model.trainable)
 
 
-def _call(apply_fn: Callable | None, params: PyTree, x: jax.Array) -> jax.Array:
+def apply_model(apply_fn: Callable | None, params: PyTree, x: jax.Array) -> jax.Array:
     """f(params, x): `apply_fn(params, x)`, or `params(x)` for a callable model."""
     return params(x) if apply_fn is None else apply_fn(params, x)
 
@@ -126,10 +126,10 @@ def _flat_apply(params: PyTree, spec: PyTree, apply_fn: Callable | None = None):
     theta, unravel = ravel_pytree(dyn)
 
     def batch(x):
-        return lambda th: _call(apply_fn, eqx.combine(unravel(th), frozen), x)
+        return lambda th: apply_model(apply_fn, eqx.combine(unravel(th), frozen), x)
 
     def single(th, xk):
-        return _call(apply_fn, eqx.combine(unravel(th), frozen), xk[None])[0]
+        return apply_model(apply_fn, eqx.combine(unravel(th), frozen), xk[None])[0]
 
     return theta, batch, single
 
@@ -214,14 +214,14 @@ def _choose(
     return use, (None if eta is None or not scalar_eta else float(eta))
 
 
-def _check_x(name: str, x: Any) -> jax.Array:
+def check_x(name: str, x: Any) -> jax.Array:
     x = jnp.asarray(x)
     if x.ndim != 2 or x.shape[0] < 1:
         raise ValueError(f"{name}: expected inputs of shape (n, d) with n >= 1, got {x.shape}.")
     return x
 
 
-def _check_apply(apply_fn: Any, model: Any) -> None:
+def check_apply(apply_fn: Any, model: Any) -> None:
     if apply_fn is None:
         if not callable(model):
             raise ValueError(
@@ -236,7 +236,7 @@ def _out_shape(apply_fn: Callable | None, model: PyTree, x: jax.Array) -> tuple[
     """Shape of f(model, x), checked to be (n,) or (n, k) (traced only, no compilation)."""
     n = x.shape[0]
     try:
-        shape = eqx.filter_eval_shape(lambda p: _call(apply_fn, p, x), model).shape
+        shape = eqx.filter_eval_shape(lambda p: apply_model(apply_fn, p, x), model).shape
     except Exception as exc:  # noqa: BLE001 - report the user's error in one line
         how = "params(x)" if apply_fn is None else "apply_fn(params, x)"
         raise ValueError(
@@ -309,11 +309,11 @@ def tangent_kernel(
         (d f(x2_l)/d theta_p); (n k, n2 k) or (k, n, n2) for k outputs (see `outputs`).
     """
     model, eta, trainable = unpack_problem(model, eta, trainable)
-    x = _check_x("x", x)
+    x = check_x("x", x)
     chunk_size = _check_chunk(chunk_size)
     outputs = _check_outputs(outputs)
-    _check_apply(apply_fn, model)
-    xb = None if x2 is None else _check_x("x2", x2)
+    check_apply(apply_fn, model)
+    xb = None if x2 is None else check_x("x2", x2)
     structured, eta_s = _choose(model, eta, trainable, method, apply_fn)
     if structured:
         return _structured_jit(model, x, xb, eta_s)
@@ -408,9 +408,9 @@ def kernel_metrics(
         `KernelTrace.from_metric`.
     """
     model, eta, trainable = unpack_problem(model, eta, trainable)
-    x = _check_x("x", x)
+    x = check_x("x", x)
     chunk_size = _check_chunk(chunk_size)
-    _check_apply(apply_fn, model)
+    check_apply(apply_fn, model)
     spec, eta_vec = _setup(model, eta, trainable)
     structured, eta_s = _choose(model, eta, trainable, method, apply_fn)
     f_shape = _out_shape(apply_fn, model, x)

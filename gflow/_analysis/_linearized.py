@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._kernel import _call, _check_apply, _check_x, tangent_kernel
+from ._kernel import apply_model, check_apply, check_x, tangent_kernel
 
 
 @dataclass(frozen=True)
@@ -88,9 +88,9 @@ def linearized_flow(
     Returns:
         A `LinearizedFlow`; f_train (k_t, n) or (k_t, n, k), f_test likewise, eigvals (N,).
     """
-    x = _check_x("x", x)
-    _check_apply(apply_fn, model)
-    apply = eqx.filter_jit(lambda p, xs: _call(apply_fn, p, xs))
+    x = check_x("x", x)
+    check_apply(apply_fn, model)
+    apply = eqx.filter_jit(lambda p, xs: apply_model(apply_fn, p, xs))
     f0 = np.asarray(apply(model, x), dtype=np.float64)
     n = x.shape[0]
     if f0.shape[:1] != (n,) or f0.ndim > 2:
@@ -121,7 +121,7 @@ def linearized_flow(
     train_loss = _half_mse(f_train, y)
     f_test = test_loss = None
     if x_test is not None:
-        xt = _check_x("x_test", x_test)
+        xt = check_x("x_test", x_test)
         ft0 = np.asarray(apply(model, xt), dtype=np.float64)
         k0 = np.asarray(tangent_kernel(model, xt, x, **kw))  # (n_test k, n k)
         phi = np.where(null, 0.0, decay / np.where(null, 1.0, lam))
@@ -157,7 +157,7 @@ def prediction_metrics(
 ) -> dict:
     """Save-time metric {name: params -> f(x)} ((n,) or (n, k)), to compare with
     `linearized_flow`; `apply_fn(params, x)` as in `tangent_kernel` (default params(x))."""
-    xa = jnp.asarray(_check_x("x", x))
+    xa = jnp.asarray(check_x("x", x))
     if apply_fn is not None and not callable(apply_fn):
         raise ValueError(f"apply_fn: must be callable (params, x) -> outputs, got {apply_fn!r}.")
-    return {name: lambda params: _call(apply_fn, params, xa)}
+    return {name: lambda params: apply_model(apply_fn, params, xa)}

@@ -53,7 +53,7 @@ class RateFit:
         )
 
 
-def _t_quantile_975(dof: int) -> float:
+def t_quantile_975(dof: int) -> float:
     """Student t 97.5% quantile with `dof` degrees of freedom (inf for dof <= 0):
     scipy.special.stdtrit, the same bits as scipy.stats.t.ppf(0.975, dof), without
     importing scipy.stats (0.4 s of every `gflow run`)."""
@@ -62,7 +62,7 @@ def _t_quantile_975(dof: int) -> float:
     return float(stdtrit(dof, 0.975))
 
 
-def _ols(t: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
+def ols(t: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
     """Slope, intercept, slope standard error and R^2 of y ~ a + b t."""
     n = t.size
     tm, ym = t.mean(), y.mean()
@@ -93,7 +93,7 @@ def local_rate(ts: np.ndarray, loss: np.ndarray) -> np.ndarray:
     return -np.gradient(logl[new], t[new])[group]
 
 
-def _noise_sd(t: np.ndarray, y: np.ndarray) -> float:
+def noise_sd(t: np.ndarray, y: np.ndarray) -> float:
     """Robust standard deviation of the noise in y(t): 1.4826 x the median absolute
     deviation of each point's residual from the chord through its two neighbours, over
     sqrt(1.5) (iid noise of sd s gives residuals of sd between s sqrt(1.5) and s sqrt(2)).
@@ -121,7 +121,7 @@ def find_floor(
     was clearly visible. All comparisons are in flow time, not save-time index (the default
     grid is half log-spaced: its early points are dense in time). With y = ln L, the tail
     S = [t_k, t_end] of duration D, its first and last thirds in time A = [t_k, t_k + D/3]
-    and B = [t_end - D/3, t_end], sigma the robust noise sd of y on S (`_noise_sd`: 1.4826
+    and B = [t_end - D/3, t_end], sigma the robust noise sd of y on S (`noise_sd`: 1.4826
     MAD of the residuals from neighbour chords; a trend does not count as noise), r_S and
     r_P the least-squares decay rates -dy/dt over S and over the points P in
     [t_k - D, t_k] (at least the previous point), and
@@ -167,21 +167,21 @@ def find_floor(
         in_a = tt <= tt[0] + span / 3.0
         in_b = tt >= tt[-1] - span / 3.0
         na, nb = int(in_a.sum()), int(in_b.sum())
-        sigma = _noise_sd(tt, ys)
+        sigma = noise_sd(tt, ys)
         level = np.median(ys[in_b])
         if np.median(ys[:3]) - level > 5.0 * sigma * np.sqrt(1.0 / 3 + 1.0 / nb) + flat_tol:
             continue
         p = np.nonzero(t[: k + 1] >= t[k] - span)[0]
         p = np.arange(min(int(p[0]), k - 1), k + 1)
         if p.size >= 3:
-            r_p = -_ols(t[p], y[p])[0]
+            r_p = -ols(t[p], y[p])[0]
         else:
             r_p = (y[p[0]] - y[k]) / (t[k] - t[p[0]])
         thr = 5.0 * sigma * np.sqrt(1.0 / na + 1.0 / nb) + flat_tol + 1e-12
         if r_p * span < significance * thr:
             continue
         flat = np.median(ys[in_a]) - level <= thr
-        r_s = -_ols(tt, ys)[0]
+        r_s = -ols(tt, ys)[0]
         buried = r_s * span / (tt.size - 1) <= sigma and r_p >= rate_drop * r_s
         if flat or buried:
             return k
@@ -207,7 +207,7 @@ def _auto_window(
         if tt.size < 3:
             i0 = s
             continue
-        b, a, _, _ = _ols(tt, yy)
+        b, a, _, _ = ols(tt, yy)
         res = yy - (a + b * tt)
         sigma = np.sqrt(np.sum(res**2) / max(1, tt.size - 2))
         th = t[s : s + h].mean()
@@ -295,14 +295,14 @@ def fit_rate(
             i1 = int(above[-1]) + 1 if above.size else floor + 1
             i1 = max(i1, min_points)
         i0 = _auto_window(t, y, i1, min_points, curvature_tol)
-    b, a, se, r2 = _ols(t[i0:i1], y[i0:i1])
+    b, a, se, r2 = ols(t[i0:i1], y[i0:i1])
     rate = -b
     bias = 0.0
     if level is not None:
         tw = t[i0:i1]
         shift = 2.0 * np.sqrt(level / l_arr[i0:i1])
         bias = float(np.sum(np.abs(tw - tw.mean()) * shift) / np.sum((tw - tw.mean()) ** 2))
-    half = _t_quantile_975(i1 - i0 - 2) * se + bias
+    half = t_quantile_975(i1 - i0 - 2) * se + bias
     return RateFit(
         rate=rate,
         stderr=se,

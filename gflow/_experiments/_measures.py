@@ -21,7 +21,7 @@ import numpy as np
 
 from .._analysis._certificates import certify
 from .._analysis._linearized import linearized_flow
-from .._analysis._rate import RateFit, _ols, _t_quantile_975
+from .._analysis._rate import RateFit, ols, t_quantile_975
 from .._analysis._structured import inner_layer, layer_parts, structured_kernel
 
 
@@ -110,6 +110,6 @@ def loglog_slope(x: Sequence[float], y: np.ndarray) -> dict:
     lx = np.repeat(np.log(np.asarray(x, dtype=np.float64)), y.shape[1])
     ly = np.log(y.reshape(-1))
     ok = np.isfinite(ly)
-    b, a, se, r2 = _ols(lx[ok], ly[ok])
-    half = _t_quantile_975(int(ok.sum()) - 2) * se
+    b, a, se, r2 = ols(lx[ok], ly[ok])
+    half = t_quantile_975(int(ok.sum()) - 2) * se
     return {"slope": b, "ci": [b - half, b + half], "stderr": se, "intercept": a, "r2": r2}

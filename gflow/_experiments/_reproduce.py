@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .._io import _atomic_write, versions, write_json
+from .._io import atomic_write, versions, write_json
 from . import _convergence, _feature_learning, _generalization, _report
 from ._spec import EXPERIMENTS, load_spec
 from ._sweep import run_sweep
@@ -205,7 +205,7 @@ def reproduce(
     }
     write_json(root / "summary.json", summary)
     table = _report.markdown(summary).encode()
-    _atomic_write(root / "table.md", lambda f: f.write(table))
+    atomic_write(root / "table.md", lambda f: f.write(table))
     for check, ok in result["checks"].items():
         mark = ok if not isinstance(ok, bool) else ("yes" if ok else "no")
         log(f"  {check}: {mark}")
