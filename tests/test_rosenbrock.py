@@ -186,10 +186,58 @@ def test_bad_inputs():
         gflow.simulate(_loss, jnp.zeros(_P), 1.0, solver="rosw")
     with pytest.raises(ValueError, match="residual_fn"):  # (1/2n)|r|^2 is not the loss
         gflow.simulate(_loss, jnp.zeros(_P), 1.0, solver="rosw", residual_fn=lambda p: 2 * _res(p))
-    with pytest.raises(ValueError, match="residual_fn"):  # not 1-d
+    with pytest.raises(ValueError, match="residual_fn: must return a real array"):  # a scalar
         gflow.simulate(_loss, jnp.zeros(_P), 1.0, residual_fn=lambda p: jnp.sum(p))
     with pytest.raises(ValueError, match="jacobian_tol"):
         RosenbrockW(jacobian_tol=0.0)
+
+
+def _multi_output():
+    """k = 3 outputs at 6 points from a tanh layer (P = 12): (6, 3) residuals."""
+    x = jnp.asarray(np.random.default_rng(3).normal(size=(6, 4)))
+    y = jnp.asarray(np.random.default_rng(4).normal(size=(6, 3)))
+    w0 = jnp.asarray(np.random.default_rng(5).normal(size=(3, 4)))
+
+    def res(w):
+        return jnp.tanh(x @ w.T) - y
+
+    return res, w0
+
+
+def test_multi_output_residuals_are_flattened():
+    """(n, k) residuals with loss = 0.5 * mean(r**2) over all n k entries (gflow's own
+    mse_loss convention) give what the flattened (n k,) residuals give (rosw itself is
+    checked against Dopri8 above; auto's probe reads them in the next test)."""
+    res, w0 = _multi_output()
+
+    def loss(w):
+        return 0.5 * jnp.mean(res(w) ** 2)
+
+    t1, kw = 1e3, dict(ts=np.array([0.0, 10.0, 1e3]), rtol=1e-7, atol=1e-10, save_params=True)
+    two_d = gflow.simulate(loss, w0, t1, solver="rosw", residual_fn=res, **kw)
+    flat = gflow.simulate(
+        loss, w0, t1, solver="rosw", residual_fn=lambda w: res(w).reshape(-1), **kw
+    )
+    assert two_d.success and flat.success
+    np.testing.assert_allclose(two_d.params, flat.params, rtol=1e-12, atol=1e-14)
+    assert two_d.stats["jacobian_rows"] == flat.stats["jacobian_rows"] > 0
+    assert two_d.stats["jacobian_rows"] % 18 == 0  # n k = 6 x 3 rows per refresh
+
+
+def test_residuals_of_another_scale_are_refused_before_the_solve():
+    """A loss that sums the k outputs per point is k times 0.5 * mean(r**2): rosw and
+    auto (from its probe, whatever it would choose) refuse it and name the factor."""
+    res, w0 = _multi_output()
+
+    def loss_sum(w):
+        return 0.5 * jnp.mean(jnp.sum(res(w) ** 2, axis=1))
+
+    for solver, t1 in (("rosw", 3e3), ("auto", 3e3), ("auto", 1.0)):
+        with pytest.raises(ValueError, match=r"residual_fn: .* \(3 times it\).*sqrt\(k\)"):
+            gflow.simulate(loss_sum, w0, t1, solver=solver, residual_fn=res)
+    # With the loss of the right scale, auto's probe reads all n k = 18 entries.
+    ok = gflow.simulate(lambda w: loss_sum(w) / 3, w0, 1.0, solver="auto", residual_fn=res)
+    assert ok.success and ok.settings["auto"]["jacobian_rows"] == 18
 
 
 def test_auto_chooses_by_stiffness_and_linearity_and_records_it():

@@ -68,7 +68,8 @@ def test_no_private_helper_is_imported_across_modules():
         for line, target, names in _imports(name, path, top_level_only=False):
             for n in names:
                 if n.startswith("_") and not n.startswith("__") and f"{target}.{n}" not in MODULES:
-                    found.append(f"{path.relative_to(ROOT.parent)}:{line} imports {n} from {target}")
+                    where = f"{path.relative_to(ROOT.parent)}:{line}"
+                    found.append(f"{where} imports {n} from {target}")
     assert not found, "private helpers imported across modules:\n" + "\n".join(found)
 
 

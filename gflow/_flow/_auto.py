@@ -53,7 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._flatten import FlatProblem
+from ._flatten import FlatProblem, check_residual_matches_loss
 from ._rosenbrock import ExpRosenbrock, RosenbrockW, residual_jacobian
 
 STIFFNESS_THRESHOLD = 2e3
@@ -94,7 +94,7 @@ def lanczos_max(matvec: Callable, n: int, dtype: Any, iters: int = LANCZOS_ITERS
 
 
 @eqx.filter_jit
-def _probe(prob: FlatProblem) -> tuple[jax.Array, jax.Array, int, str]:
+def _probe(prob: FlatProblem) -> tuple[jax.Array, jax.Array, int, str, jax.Array, jax.Array]:
     theta = prob.theta0
     g = jax.random.normal(jax.random.key(0), theta.shape, theta.dtype)
     scale = 1.0 + jnp.sqrt(jnp.mean(theta**2))
@@ -112,7 +112,9 @@ def _probe(prob: FlatProblem) -> tuple[jax.Array, jax.Array, int, str]:
         jv, method = jvp_fn(v), "lanczos"
     miss = prob.residual(theta + v) - r0 - jv
     defect = jnp.linalg.norm(miss) / jnp.maximum(jnp.linalg.norm(jv), 1e-300)
-    return lam, defect, n, method  # n, method: static outputs of the compiled probe
+    # n, method: static outputs of the compiled probe; r0 and the loss for the check that
+    # (1/2n)|r|^2 is the loss (a forward pass: not counted)
+    return lam, defect, n, method, r0, prob.loss(theta)
 
 
 def kernel_probe(problem: FlatProblem) -> tuple[float, float, int, str]:
@@ -122,8 +124,11 @@ def kernel_probe(problem: FlatProblem) -> tuple[float, float, int, str]:
     `problem.residual_fn` and a flat state. Method "jacobian" (n <= LANCZOS_MIN_N): n
     Jacobian rows and an n x n eigenvalue problem; "lanczos": LANCZOS_ITERS products
     with J E J^T and one jvp. Either way one residual evaluation for the defect.
-    Compiled once per problem structure (a later call with new values reuses it)."""
-    lam, defect, n, method = _probe(problem)
+    Compiled once per problem structure (a later call with new values reuses it).
+    First checks that (1/2n)|r|^2 is the loss at theta0 (ValueError naming residual_fn
+    otherwise): a residual of another scale would misstate lambda_max."""
+    lam, defect, n, method, r0, loss0 = _probe(problem)
+    check_residual_matches_loss(np.asarray(r0), float(loss0))
     return float(lam), float(defect), int(n), str(method)
 
 

@@ -14,6 +14,7 @@ parameters, the final theta) are reported flat either way.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -181,9 +182,15 @@ class FlatProblem(eqx.Module):
     def loss(self, theta: Any) -> jax.Array:
         return self.call(self.loss_fn, self.params(theta))
 
-    def residual(self, theta: Any) -> jax.Array:
-        """The (n,) residuals r(theta) of a least-squares loss (needs `residual_fn`)."""
+    def raw_residual(self, theta: Any) -> jax.Array:
+        """What `residual_fn` returns at theta: (n,) or (n, k, ...) residuals."""
         return self.call(self.residual_fn, self.params(theta))
+
+    def residual(self, theta: Any) -> jax.Array:
+        """The residuals r(theta) of a least-squares loss as one vector (needs
+        `residual_fn`; multi-output residuals (n, k, ...) are flattened to n k ... entries,
+        so loss = 0.5 * mean(r**2) over every entry)."""
+        return jnp.reshape(self.raw_residual(theta), (-1,))
 
     def grad(self, theta: Any) -> Any:
         return jax.grad(self.loss)(theta)
@@ -312,8 +319,9 @@ def flatten_problem(
         args: data for `loss_fn(params, args)` (diffrax's `args` convention); omit it
             for a loss of the params alone.
         residual_fn: optional residuals r with loss = (1/2n)|r|^2: params -> (n,), or
-            (params, args) -> (n,) with `args`; checked by tracing (a real 1-d array),
-            used by the Rosenbrock-W solver.
+            (params, args) -> (n,) with `args`; multi-output (n, k, ...) residuals are
+            flattened (n is then the number of entries); checked by tracing (a real
+            array), used by the Rosenbrock-W solver.
 
     Returns:
         A `FlatProblem` whose `theta0` is the raveled trainable part (or, for a tree
@@ -406,14 +414,15 @@ def check_loss(problem: FlatProblem) -> None:
 
 
 def check_residual(problem: FlatProblem) -> None:
-    """residual_fn must map the params (and args) to a real 1-d array of n >= 1 residuals
-    (checked by tracing only); ValueError naming residual_fn otherwise."""
+    """residual_fn must map the params (and args) to a real array of residuals, (n,) or
+    (n, k, ...), with at least one entry (checked by tracing only); ValueError naming
+    residual_fn otherwise."""
     fn = problem.residual_fn
     if not callable(fn):
         raise ValueError(f"residual_fn: must be callable params -> (n,) residuals, got {type(fn)}.")
     how = "(params, args)" if problem.with_args else "the params pytree"
     try:
-        out = _trace(problem, "residual")
+        out = _trace(problem, "raw_residual")
     except Exception as exc:  # noqa: BLE001 - report the user's error in one line
         raise ValueError(
             f"residual_fn: calling it on {how} failed ({type(exc).__name__}: {exc}); it "
@@ -422,11 +431,27 @@ def check_residual(problem: FlatProblem) -> None:
     shape = getattr(out, "shape", None)
     if (
         shape is None
-        or len(shape) != 1
-        or shape[0] < 1
+        or len(shape) < 1
+        or math.prod(shape) < 1
         or not jnp.issubdtype(out.dtype, jnp.floating)
     ):
         raise ValueError(
-            f"residual_fn: must return a real 1-d array of n >= 1 residuals, got "
-            f"{shape} {getattr(out, 'dtype', '')}; flatten multi-output residuals."
+            f"residual_fn: must return a real array of residuals, (n,) or (n, k, ...) with "
+            f"at least one entry, got {shape} {getattr(out, 'dtype', '')}; return the "
+            f"residuals f(x_k) - y_k themselves, not a reduction of them."
+        )
+
+
+def check_residual_matches_loss(r: np.ndarray, loss: float) -> None:
+    """The least-squares solvers need loss = (1/2n)|r|^2 (n: the number of residual
+    entries); checked on the values at theta0 (`r` flattened). ValueError naming
+    residual_fn otherwise, with the factor between the two."""
+    ls = 0.5 * float(np.mean(np.square(r)))
+    if not abs(ls - loss) <= 1e-8 * max(abs(loss), 1e-300) + 1e-300:
+        ratio = f" ({loss / ls:.6g} times it)" if ls > 0 else ""
+        raise ValueError(
+            f"residual_fn: (1/2n)|r|^2 = {ls:.6g} at the initial parameters (n = {r.size} "
+            f"residual entries) but the loss is {loss:.6g}{ratio}; residual_fn must give r "
+            f"with loss_fn = 0.5 * mean(r**2) over every entry (a loss that sums k outputs "
+            f"per point, 0.5 * mean(sum(r**2, axis=1)), needs r * sqrt(k))."
         )

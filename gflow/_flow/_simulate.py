@@ -23,7 +23,7 @@ from ._auto import choose_solver
 from ._checkpoint import Checkpoint, integrate_checkpointed
 from ._dense import check_dense_memory
 from ._field import make_term
-from ._flatten import NO_ARGS, FlatProblem, flatten_problem
+from ._flatten import NO_ARGS, FlatProblem, check_residual_matches_loss, flatten_problem
 from ._phases import run_two_phases, switch_time
 from ._results import solution_from_raw
 from ._rosenbrock import ExpRosenbrock, needs_residual
@@ -147,13 +147,7 @@ def check_least_squares(problem: FlatProblem, state: str) -> None:
     if state != "flat":
         raise ValueError(f"state: solvers 'rosw' and 'exprb' need state='flat', got {state!r}.")
     r, loss = _residual_and_loss(problem)
-    r, loss = np.asarray(r), float(loss)
-    ls = 0.5 * float(np.mean(r**2))
-    if not abs(ls - loss) <= 1e-8 * max(abs(loss), 1e-300) + 1e-300:
-        raise ValueError(
-            f"residual_fn: (1/2n)|r|^2 = {ls:.6g} at the initial parameters but the loss "
-            f"is {loss:.6g}; residual_fn must give r with loss_fn = 0.5 * mean(r**2)."
-        )
+    check_residual_matches_loss(np.asarray(r), float(loss))
 
 
 def simulate(
@@ -230,7 +224,9 @@ def simulate(
             (stages + 2) x P floats each) during the solve; not with `checkpoint` or
             state="tree" (docs/results.md).
         residual_fn: params -> (n,) residuals r (or (params, args) -> r with `args`),
-            with loss_fn = (1/2n)|r|^2 (least squares). Needed by `solver="rosw"`, "exprb"
+            with loss_fn = (1/2n)|r|^2 (least squares); (n, k, ...) residuals of a
+            multi-output model are flattened, with loss_fn = 0.5 * mean(r**2) over
+            every entry. Needed by `solver="rosw"`, "exprb"
             (Rosenbrock-W with the Gauss-Newton Jacobian, docs/benchmarks.md);
             `simulate_mse` passes the model's.
         auto_switch: with solver="auto" choosing Rosenbrock-W, run Tsit5 first over the
