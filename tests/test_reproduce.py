@@ -211,8 +211,14 @@ def test_interrupting_all_stops_the_running_experiments_and_starts_no_more(tmp_p
         if len(ready) == 2:  # both running: Ctrl-C, as the terminal would send the parent
             threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
 
-    with pytest.raises(KeyboardInterrupt):
-        run_parallel(commands, 2, echo=echo)
+    # A terminal's Ctrl-C meets Python's default handler; a process started in the
+    # background by a non-interactive shell inherits SIGINT ignored, so set it here.
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_parallel(commands, 2, echo=echo)
+    finally:
+        signal.signal(signal.SIGINT, old)
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["started-a", "started-b", "stopped-a", "stopped-b"]
 
