@@ -4,6 +4,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -214,3 +215,81 @@ def test_step_warnings_rule():
     assert "rtol" in w and "kvaerno5" not in w and "auto" not in w
     (w,) = step_warnings({"model": {"activation": "relu"}}, {"num_steps": 5000})
     assert "kink" in w and "gelu" in w
+
+
+_EXIT_SCRIPT = """
+import atexit, sys, threading, time
+where = sys.argv[1]
+atexit.register(lambda: open(where + "/atexit", "w").write("ran"))
+if sys.argv[2] == "thread":  # a non-daemon thread still working when main returns
+    def late():
+        time.sleep(0.5)
+        open(where + "/thread", "w").write("done")
+    threading.Thread(target=late).start()
+sys.argv = ["gflow", *sys.argv[3:]]
+from gflow._cli._main import command
+command()
+"""
+
+
+def test_the_command_exits_fast_and_loses_nothing(tmp_path):
+    """`command` ends the process with os._exit after main: the streams are flushed
+    (a piped stdout is complete, the error line is there), atexit handlers run, the exit
+    code is main's, and a non-daemon thread still running is waited for."""
+
+    def gflow(*args: str, thread: str = "none") -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-c", _EXIT_SCRIPT, str(tmp_path), thread, *args],
+            capture_output=True,
+            text=True,
+        )
+
+    out = gflow("run", "--print-config")
+    assert out.returncode == 0 and out.stdout.startswith("seed = 0")
+    assert out.stdout.rstrip().endswith("segments = 20")  # the config's last line
+    assert (tmp_path / "atexit").read_text() == "ran"
+    (tmp_path / "atexit").unlink()
+
+    out = gflow("run", str(tmp_path / "nope.toml"), thread="thread")
+    assert out.returncode == 2 and "does not exist" in out.stderr
+    assert (tmp_path / "atexit").read_text() == "ran"
+    assert (tmp_path / "thread").read_text() == "done"  # the normal exit waited for it
+
+
+def test_the_command_takes_the_fast_exit_only_when_nothing_waits(monkeypatch, capsys):
+    """The decision itself, in-process (os._exit and atexit stubbed): the fast exit after
+    main, with main's code; the normal exit with GFLOW_FAST_EXIT=0 or while a non-daemon
+    thread is alive."""
+    from types import SimpleNamespace
+
+    from gflow._cli import _main
+
+    class FastExit(Exception):
+        pass
+
+    def fast_exit(code):
+        raise FastExit(code)
+
+    ran = []
+    monkeypatch.setattr(_main.os, "_exit", fast_exit)
+    monkeypatch.setattr(_main, "atexit", SimpleNamespace(_run_exitfuncs=lambda: ran.append(1)))
+    monkeypatch.setattr(sys, "argv", ["gflow", "run", "--print-config"])
+    with pytest.raises(FastExit) as e:
+        _main.command()
+    assert e.value.args == (0,) and ran == [1]
+    monkeypatch.setenv("GFLOW_FAST_EXIT", "0")
+    with pytest.raises(SystemExit) as e:
+        _main.command()
+    assert e.value.code == 0 and ran == [1]
+    monkeypatch.delenv("GFLOW_FAST_EXIT")
+    release = threading.Event()
+    waiting = threading.Thread(target=release.wait)
+    waiting.start()
+    try:
+        with pytest.raises(SystemExit):
+            _main.command()
+    finally:
+        release.set()
+        waiting.join()
+    assert ran == [1]
+    capsys.readouterr()

@@ -94,7 +94,7 @@ def test_code_outside_gflow_has_no_description():
         store.describe(Choice.A)
 
 
-def test_program_key_of_a_gflow_solve(tmp_path):
+def test_program_key_of_a_gflow_solve(tmp_path, monkeypatch):
     data = gflow.make_synthetic(n=8, d=3, seed=0)
     problem = gflow.Problem.from_model(gflow.TwoLayer(d=3, m=8, key=jax.random.key(0)), data)
     prob2 = gflow.Problem.from_model(gflow.TwoLayer(d=3, m=8, key=jax.random.key(1)), data)
@@ -104,6 +104,10 @@ def test_program_key_of_a_gflow_solve(tmp_path):
     assert keys[0] is not None and len(keys[0]) == 64
     assert keys[0] == keys[1]  # new initial weights: same program
     assert keys[0] != keys[2]  # another width: another program
+    monkeypatch.setenv("GFLOW_FAST_EXIT", "0")  # how the command exits: same program
+    assert _key(segment_step, (flat[0],)) == keys[0]
+    monkeypatch.setenv("GFLOW_SEGMENT_DELAY", "0.1")  # other GFLOW_ settings: in the key
+    assert _key(segment_step, (flat[0],)) != keys[0]
 
     # a loss written outside gflow: no key, so never stored
     user = gflow.Problem(loss=lambda p: jnp.sum(p["w"] ** 2), params={"w": jnp.ones(3)})

@@ -64,6 +64,11 @@ _LIBRARIES = ("jax", "jaxlib", "diffrax", "equinox", "lineax", "optimistix", "nu
 _TRUSTED_MODULES = ("gflow", "builtins", *_LIBRARIES)
 
 
+# Environment variables that cannot change a program: cache locations and sizes, and
+# how the `gflow` command exits.
+_NOT_IN_KEY = ("GFLOW_CACHE_DIR", "GFLOW_TEST_XLA_DIR", "GFLOW_CACHE_SIZE", "GFLOW_FAST_EXIT")
+
+
 class Unstable(Exception):
     """Raised by `describe` for an object with no description stable across processes."""
 
@@ -256,7 +261,7 @@ def _environment() -> tuple:
             (k, v)
             for k, v in os.environ.items()
             if k == "XLA_FLAGS" or k.startswith(("GFLOW_", "EQX_", "JAX_"))
-            if k not in ("GFLOW_CACHE_DIR", "GFLOW_TEST_XLA_DIR", "GFLOW_CACHE_SIZE")
+            if k not in _NOT_IN_KEY
         )
     )
     devices = tuple((d.platform, d.device_kind, d.id) for d in jax.devices())
