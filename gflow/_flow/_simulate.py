@@ -274,9 +274,10 @@ def simulate(
         residual_fn=residual_fn,
     )
     auto_info = None
-    if auto:  # Tsit5 or Rosenbrock-W from the stiffness at theta0 (_auto.py)
+    if auto:  # Tsit5 or Rosenbrock-W from the stiffness at theta0 (_auto.py); its probe
+        # has checked what check_least_squares checks before it picks a residual solver
         solver_obj, auto_info = choose_solver(problem, t0, float(t1), state=state)
-    if needs_residual(solver_obj):
+    elif needs_residual(solver_obj):
         check_least_squares(problem, state)
     if dense and isinstance(solver_obj, ExpRosenbrock):
         raise ValueError(
