@@ -12,10 +12,14 @@ validation, test). Every arm of seed s uses these same draws: antisymmetric
 initialization W = [A; A], c = [b; -b] (so f_0 = 0 exactly) for mf, mf-sqrt and ntk, and
 the standard initialization W = [A; A'], c = [b; b'] for the control arm "ntk-std".
 
-One vmapped solve per (task, n) holds every (arm, head, seed): the scalings differ only
-in numbers, so the flow is written on the displacements dW, dc with eta = 1 and
+One compiled program per (task, n) serves every (arm, head, seed): the scalings differ
+only in numbers, so the flow is written on the displacements dW, dc with eta = 1 and
 W = W0 + sqrt(eta_W) dW, c = c0 + sqrt(eta_c) dc (eta_c = 0 freezes c): exactly the flow
-d W/dt = -eta_W dL/dW, d c/dt = -eta_c dL/dc (chain rule), per member.
+d W/dt = -eta_W dL/dW, d c/dt = -eta_c dL/dc (chain rule), per member. It runs once per
+(arm, head), vmapped over the seeds: a vmapped solve steps every member until its slowest
+one is done, and the arms need from ~30 to ~460 steps (quick size), so one solve over all
+of them did 2-4x the work of these 8 (each member still has its own steps and error
+control, so the numbers are the same).
 
 Stopping time: per member, the save time with the smallest validation loss
 (`_stats.validation_stop`); the test set is read only at that time and at t1.
@@ -226,16 +230,13 @@ def baselines(s: dict[str, Any], data: dict[str, Any], raw, ts) -> dict[str, dic
     return out
 
 
-def run_point(spec: dict[str, Any], point: dict[str, Any]):
-    """One (task, n): every (arm, head, seed) in one vmapped solve, then baselines and
-    the paired statistics. Returns (summary, arrays)."""
-    s = spec["settings"]
-    task, n = point["task"], int(point["n"])
-    S = seeds_for(s, n)
+def build_members(
+    s: dict[str, Any], datas: list[dict[str, Any]], raws: list[dict[str, np.ndarray]]
+) -> tuple[list[tuple[str, str, int]], list[dict[str, Any]]]:
+    """The parameter dicts of every (arm, head, seed), arm-major then head then seed, and
+    their (arm, head, seed) labels. Seed k uses datas[k] and raws[k] in every arm."""
     m, D = int(s["width"]), int(s["features"])
-    datas = [make_data(s, task, n, k) for k in range(S)]
-    d = datas[0]["x"].shape[1]
-    raws = [raw_draws(s, d, k) for k in range(S)]
+    S = len(datas)
     labels, members = [], []
     for (scaling, init), arm in zip(ARMS, ARM_NAMES, strict=True):
         for head in HEADS:
@@ -259,27 +260,72 @@ def run_point(spec: dict[str, Any], point: dict[str, Any]):
                     }
                 )
                 labels.append((arm, head, k))
-    params = stack_params([jax.tree_util.tree_map(jnp.asarray, p) for p in members])
+    return labels, members
+
+
+def solve_members(
+    s: dict[str, Any], members: list[dict[str, Any]], ts: np.ndarray, *, per_solve: int
+) -> dict[str, Any]:
+    """The flows of `members` (parameter dicts of `run_point`) to ts[-1], as vmapped solves
+    of `per_solve` consecutive members each (one compiled program for all of them when
+    per_solve divides the count). A vmapped solve steps every member until its slowest one
+    is done; each member keeps its own steps and error control, so the grouping changes
+    the work, not the steps (rounding aside).
+
+    Returns (B, k) "loss", "val_loss", "test_loss"; (B, m, D) "dW_final"; (B,) "num_steps";
+    "results"; summed "compile_seconds" and "run_seconds"; "settings" (the solver settings,
+    plus the number of solves and of members).
+    """
     trainable = {k: k in ("dW", "dc") for k in members[0]}
+    solves = []
+    for start in range(0, len(members), per_solve):
+        group = [jax.tree_util.tree_map(jnp.asarray, p) for p in members[start : start + per_solve]]
+        solves.append(
+            simulate_ensemble(
+                _loss,
+                stack_params(group),
+                float(ts[-1]),
+                trainable=trainable,
+                metrics=_METRICS,
+                ts=ts,
+                rtol=s["rtol"],
+                atol=s["atol"],
+                max_steps=s["max_steps"],
+            )
+        )
+    return {
+        "loss": np.concatenate([e.loss for e in solves]),
+        "val_loss": np.concatenate([e.metrics["val_loss"] for e in solves]),
+        "test_loss": np.concatenate([e.metrics["test_loss"] for e in solves]),
+        "dW_final": np.concatenate([np.asarray(e.final["dW"]) for e in solves]),
+        "num_steps": np.concatenate([e.stats["num_steps"] for e in solves]),
+        "results": [r for e in solves for r in e.results],
+        "compile_seconds": sum(e.stats["compile_seconds"] for e in solves),
+        "run_seconds": sum(e.stats["run_seconds"] for e in solves),
+        "settings": {**solves[0].settings, "solves": len(solves), "members": len(members)},
+    }
+
+
+def run_point(spec: dict[str, Any], point: dict[str, Any]):
+    """One (task, n): every (arm, head, seed), one vmapped solve per (arm, head) over the
+    seeds, then baselines and the paired statistics. Returns (summary, arrays)."""
+    s = spec["settings"]
+    task, n = point["task"], int(point["n"])
+    S = seeds_for(s, n)
+    datas = [make_data(s, task, n, k) for k in range(S)]
+    d = datas[0]["x"].shape[1]
+    raws = [raw_draws(s, d, k) for k in range(S)]
+    labels, members = build_members(s, datas, raws)
     t1 = float(s["t1"])
     ts = np.concatenate(
         [[0.0], np.logspace(np.log10(t1) - s["decades_t"], np.log10(t1), s["n_save"] - 1)]
     )
     ts[-1] = t1
-    ens = simulate_ensemble(
-        _loss,
-        params,
-        t1,
-        trainable=trainable,
-        metrics=_METRICS,
-        ts=ts,
-        rtol=s["rtol"],
-        atol=s["atol"],
-        max_steps=s["max_steps"],
-    )
-    val, test, train = ens.metrics["val_loss"], ens.metrics["test_loss"], ens.loss
+    # one vmapped solve per (arm, head) over its S seeds (members are arm-major)
+    sol = solve_members(s, members, ts, per_solve=S)
+    val, test, train = sol["val_loss"], sol["test_loss"], sol["loss"]
     idx, test_stop = validation_stop(val, test)
-    dW_final = np.asarray(ens.final["dW"])
+    dW_final = sol["dW_final"]
     arms: dict[str, dict[str, Any]] = {}
     for b, (arm, head, k) in enumerate(labels):
         rec = arms.setdefault(arm, {}).setdefault(
@@ -342,13 +388,13 @@ def run_point(spec: dict[str, Any], point: dict[str, Any]):
         "paired_by_head": by_head,
         "arms": arms,
         "half_var_y_test": 0.5 * var_y,
-        "results": ens.results,
-        "compile_seconds": ens.stats["compile_seconds"],
-        "run_seconds": ens.stats["run_seconds"],
-        "num_steps": ens.stats["num_steps"].tolist(),
-        "solver": ens.settings,
+        "results": sol["results"],
+        "compile_seconds": sol["compile_seconds"],
+        "run_seconds": sol["run_seconds"],
+        "num_steps": sol["num_steps"].tolist(),
+        "solver": sol["settings"],
     }
-    arrays = {"ts": ens.ts, "loss": train, "val_loss": val, "test_loss": test}
+    arrays = {"ts": ts, "loss": train, "val_loss": val, "test_loss": test}
     return summary, arrays
 
 
