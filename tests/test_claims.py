@@ -246,3 +246,63 @@ def test_generalization_solves_per_arm_equal_one_solve_over_all_members():
     # the point of it: the arms differ in step counts, so the single solve did more steps
     steps = per_arm["num_steps"].reshape(8, S)
     assert S * steps.max(axis=1).sum() < len(members) * steps.max()
+
+
+def test_feature_learning_scaled_solve_equals_model_solve_and_shares_one_program():
+    """Claim 3 solves W with the scaling's numbers (m^a, D^b, eta_W) as values, so the
+    scalings of one width share one compiled program. Against the plain ensemble of the
+    MultiLayer models themselves (scaling static): the same steps, and losses,
+    predictions and final W equal to the solver's tolerance.
+
+    Why that tolerance: the two programs compute the same operations (every scale factor
+    here is a power of two, so dividing by it is exact either way) but are compiled
+    separately; with XLA's default code generation they are bitwise equal (measured, here
+    and on the quick size), with the test session's cheaper code generation (conftest)
+    they round differently, and the adaptive step-size control amplifies rounding in its
+    error estimate, a difference of two solutions, up to the solve's own error: measured
+    up to 4.7e-8 relative in the loss and 2.2e-6 relative in a near-zero prediction at
+    rtol = 1e-6."""
+    from gflow._data._synthetic import make_synthetic
+    from gflow._ensemble_mse import ensemble_models, simulate_mse_ensemble
+    from gflow._experiments import _feature_learning as fl
+    from gflow._experiments._spec import load_spec, model_builder
+
+    s = load_spec("feature-learning", "tiny")["settings"]
+    tol = float(s["rtol"])
+    m, seeds = 16, [0, 1]
+    datasets = [
+        make_synthetic(s["n"], s["d"], inputs=s["inputs"], target=s["target"], seed=2000 + k)
+        for k in seeds
+    ]
+    ts = np.linspace(0.0, float(s["t1"]), int(s["n_save"]))
+    solved = {}
+    for scaling in ("mf", "mf-sqrt", "ntk"):
+        build = model_builder("feature-learning", s, width=m, scaling=scaling, train_output=False)
+        models0 = ensemble_models(build, seeds)
+        ens, finals = fl.solve_scaled(s, models0, datasets, ts)
+        ref = simulate_mse_ensemble(
+            models0,
+            datasets,
+            float(s["t1"]),
+            data_metrics={"pred": lambda model, data: model(data["x_train"])},
+            ts=ts,
+            rtol=s["rtol"],
+            atol=s["atol"],
+            max_steps=s["max_steps"],
+        )
+        np.testing.assert_array_equal(ens.stats["num_steps"], ref.stats["num_steps"])
+        assert ens.results == ref.results
+        np.testing.assert_array_equal(ens.loss[:, 0], ref.loss[:, 0])  # same start, exactly
+        np.testing.assert_allclose(ens.loss, ref.loss, rtol=tol)
+        for b, member in enumerate(ref.members):
+            want = np.asarray(member.metrics["pred"])
+            got = np.asarray(ens.members[b].metrics["pred"])
+            np.testing.assert_allclose(got, want, rtol=0, atol=tol * np.abs(want).max())
+            np.testing.assert_allclose(finals[b].W, member.final.W, rtol=tol)
+            assert finals[b].scaling == scaling
+            np.testing.assert_array_equal(finals[b].c, models0.c[b])  # c stays fixed
+        solved[scaling] = ens
+    # one program for the three scalings: the later two reuse the first's
+    assert solved["mf-sqrt"].stats["cache_hit"] and solved["ntk"].stats["cache_hit"]
+    # and the scalings really differ (eta_W = m D, m, 1): the flows are not the same
+    assert not np.allclose(solved["mf"].loss, solved["ntk"].loss)
