@@ -426,7 +426,10 @@ def kernel_metrics(
         h = _example_gram(single, batch, theta, eta_vec, x, None, chunk_size)
         return h, batch(x)(theta)
 
-    h0 = eqx.filter_jit(lambda p: gram(p)[0])(model)
+    if structured:  # the program `tangent_kernel` uses, compiled once for both
+        h0 = _structured_jit(model, x, None, eta_s)
+    else:
+        h0 = eqx.filter_jit(lambda p: gram(p)[0])(model)
     h0_norm = jnp.linalg.norm(h0)
 
     def kernel(params):

@@ -90,8 +90,7 @@ def linearized_flow(
     """
     x = check_x("x", x)
     check_apply(apply_fn, model)
-    apply = eqx.filter_jit(lambda p, xs: apply_model(apply_fn, p, xs))
-    f0 = np.asarray(apply(model, x), dtype=np.float64)
+    f0 = np.asarray(_apply_jit(apply_fn, model, x), dtype=np.float64)
     n = x.shape[0]
     if f0.shape[:1] != (n,) or f0.ndim > 2:
         raise ValueError(f"apply_fn: expected outputs of shape ({n},) or ({n}, k), got {f0.shape}.")
@@ -122,7 +121,7 @@ def linearized_flow(
     f_test = test_loss = None
     if x_test is not None:
         xt = check_x("x_test", x_test)
-        ft0 = np.asarray(apply(model, xt), dtype=np.float64)
+        ft0 = np.asarray(_apply_jit(apply_fn, model, xt), dtype=np.float64)
         k0 = np.asarray(tangent_kernel(model, xt, x, **kw))  # (n_test k, n k)
         phi = np.where(null, 0.0, decay / np.where(null, 1.0, lam))
         f_test = (ft0.reshape(-1)[None, :] - (phi * r0_eig) @ (k0 @ u).T).reshape(
@@ -134,6 +133,11 @@ def linearized_flow(
                 raise ValueError(f"y_test: expected shape {ft0.shape}, got {yt.shape}.")
             test_loss = _half_mse(f_test, yt)
     return LinearizedFlow(t, f_train, f_test, lam, int(null.sum()), train_loss, test_loss)
+
+
+# module level, so that every call with the same model structure and shapes reuses one
+# compiled program (apply_fn and the model's static fields are static arguments)
+_apply_jit = eqx.filter_jit(apply_model)
 
 
 def _half_mse(f: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 
@@ -61,6 +62,13 @@ def first_layer_kernel(model: AbstractModel, x: Any, *, eta_w: float | None = No
     return gram * g, gram, g
 
 
+@eqx.filter_jit
+def _lam_gram(model, x):
+    """lambda_min of the (fixed) input Gram matrix; module level, so one compiled program
+    serves every call of the same structure and shapes."""
+    return jnp.linalg.eigvalsh(layer_parts(model, x)[0])[0]
+
+
 def schur_metrics(
     model: AbstractModel, x: Any, *, eta_w: float | None = None
 ) -> dict[str, Callable[[Any], jax.Array]]:
@@ -75,7 +83,7 @@ def schur_metrics(
         raise ValueError(f"model: the Schur bound does not apply: {reason}.")
     x = jnp.asarray(x)
     eta_w = model.layer_eta()[inner_layer(model)] if eta_w is None else float(eta_w)
-    lam_gram = jax.jit(lambda p: jnp.linalg.eigvalsh(layer_parts(p, x)[0])[0])(model)
+    lam_gram = _lam_gram(model, x)
 
     def schur(params):
         gram_t, g = _parts(params, x, eta_w)
