@@ -172,7 +172,7 @@ def test_all_runs_its_experiments_in_parallel_processes(tmp_path, monkeypatch, c
         assert f"[{name}] working on {name}" in out
     events = log.read_text().split()
     starts = [e[1:] for e in events if e[0] == "+"]
-    assert set(starts[:2]) == {"generalization", "feature-learning"}  # the longest first
+    assert set(starts[:2]) == {"generalization", "multilayer-any-d"}  # the longest first
     running = peak = 0
     for e in events:
         running += 1 if e[0] == "+" else -1

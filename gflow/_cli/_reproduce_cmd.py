@@ -60,9 +60,9 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-# The experiments of 'all', longest first (measured with --quick on 2 cores: 48, 38, 31
-# and 15 s), so that parallel jobs end close together.
-LONGEST_FIRST = ("generalization", "feature-learning", "multilayer-any-d", "shallow-dn")
+# The experiments of 'all', longest first (measured with --quick, 2 at once on 2 cores,
+# 2026-12-03: 42, 35, 28 and 19 s), so that parallel jobs end close together.
+LONGEST_FIRST = ("generalization", "multilayer-any-d", "feature-learning", "shallow-dn")
 
 
 def default_jobs() -> int:
