@@ -131,6 +131,50 @@ def test_mse_ensemble_equals_independent_runs_with_early_stops():
     assert len(set(ens.t_final.tolist())) == 2  # each member stopped at its own time
 
 
+def test_sequential_members_equal_the_vmapped_loop_and_auto_picks_by_size():
+    """members="sequential" (lax.map of the unbatched solve) gives each member the same
+    steps and values as the batched loop (and as `simulate`), early stops included; "auto"
+    maps on CPUs from 256 parameters per member and vmaps below."""
+    d, m, n = 6, 48, 5  # 6*48 + 48 = 336 trainable parameters per member
+    data = make_synthetic(n, d, n_test=4, seed=2)
+    seeds = [0, 1, 2]
+
+    def build(key):
+        return TwoLayer(d, m, key=key)
+
+    kw = dict(
+        loss_target=1e-3,
+        ts=np.linspace(0.0, 60.0, 13),
+        stepsize_controller=gflow.PIDController(rtol=1e-8, atol=1e-8, factormax_first=10.0),
+    )
+    seq = simulate_mse_ensemble(build, data, 60.0, seeds=seeds, members="sequential", **kw)
+    vec = simulate_mse_ensemble(build, data, 60.0, seeds=seeds, members="vmap", **kw)
+    auto = simulate_mse_ensemble(build, data, 60.0, seeds=seeds, **kw)
+    assert seq.settings["members"] == auto.settings["members"] == "sequential"
+    assert vec.settings["members"] == "vmap"
+    np.testing.assert_array_equal(seq.stats["num_steps"], vec.stats["num_steps"])
+    assert len(set(seq.stats["num_steps"].tolist())) > 1  # members stop at their own steps
+    assert set(seq.results) == {"loss_target_reached"}
+    np.testing.assert_allclose(seq.t_final, vec.t_final, rtol=STEP_TOL)
+    for b in range(len(seeds)):
+        k = vec[b].loss.size
+        _close(seq[b].loss, vec[b].loss)
+        _close(seq[b].metrics["test_loss"], vec[b].metrics["test_loss"])
+        _close(seq[b].theta_final, vec[b].theta_final, STEP_TOL)
+        assert np.all(np.isnan(seq.loss[b, k:])) and np.all(np.isfinite(seq.loss[b, :k]))
+        _close(auto[b].loss, seq[b].loss)
+    sol = simulate_mse(build(jax.random.key(seeds[1])), data, 60.0, **kw)
+    assert seq[1].stats["num_steps"] == sol.stats["num_steps"]
+    _close(seq[1].loss, sol.loss)
+    # below 256 parameters per member "auto" keeps the batched loop
+    small = simulate_ensemble(
+        _quad_loss, _quadratic_members(), 1.0, trainable={"theta": True, "A": False}
+    )
+    assert small.settings["members"] == "vmap"
+    with pytest.raises(ValueError, match="members: expected one of 'auto', 'vmap', 'sequential'"):
+        simulate_ensemble(_quad_loss, _quadratic_members(), 1.0, members="parallel")
+
+
 def test_mse_ensemble_over_datasets_and_model_list():
     d, m, n = 5, 8, 4
     datasets = [make_synthetic(n, d, n_test=0, seed=s) for s in (10, 11)]

@@ -33,9 +33,9 @@ def _env(n_devices: int, **extra: str) -> dict[str, str]:
     return env
 
 
-def _run(out: Path, n_devices: int) -> dict:
+def _run(out: Path, n_devices: int, members: str = "auto") -> dict:
     proc = subprocess.run(
-        [sys.executable, str(WORKER), str(out)],
+        [sys.executable, str(WORKER), str(out), members],
         env=_env(n_devices),
         capture_output=True,
         text=True,
@@ -70,6 +70,14 @@ def test_four_host_devices_equal_unsharded(reference, tmp_path):
     # the members really stop at different times (per-member control on every shard)
     assert len(set(reference["num_steps"].tolist())) > 1
     assert set(reference["results"].tolist()) == {"loss_target_reached"}
+    _assert_same(got, reference)
+
+
+def test_four_host_devices_mapping_their_members_equal_unsharded(reference, tmp_path):
+    """members="sequential" under the sharded layout: each device maps its block."""
+    got = _run(tmp_path / "four_seq.npz", 4, "sequential")
+    assert int(got["n_devices"]) == 4 and int(got["n_padded"]) == 3
+    assert str(got["members"]) == "sequential" and str(reference["members"]) == "vmap"
     _assert_same(got, reference)
 
 

@@ -62,6 +62,9 @@ class SolveSpec(eqx.Module):
         dense: also return the solver's dense output (`raw["dense"]`: step times, their
             number and the per-step interpolation coefficients; see _dense.py).
         mesh: a device mesh to shard an ensemble over (None: vmap on one device).
+        members: how `solve_ensemble` runs an ensemble's members on a device: "vmap" (one
+            batched step loop) or "sequential" (`lax.map`: one member's loop after the
+            other, inside the same program).
     """
 
     problem: FlatProblem
@@ -79,6 +82,7 @@ class SolveSpec(eqx.Module):
     count_evals: bool = eqx.field(static=True, default=False)
     mesh: Any = eqx.field(static=True, default=None)
     dense: bool = eqx.field(static=True, default=False)
+    members: str = eqx.field(static=True, default="vmap")
 
 
 def make_spec(
@@ -98,6 +102,7 @@ def make_spec(
     count_evals: bool = False,
     mesh: Any = None,
     dense: bool = False,
+    members: str = "vmap",
 ) -> SolveSpec:
     """A `SolveSpec` with every value that may change between calls as an array."""
     dtype = jax.tree_util.tree_leaves(problem.theta0)[0].dtype
@@ -117,6 +122,7 @@ def make_spec(
         count_evals=bool(count_evals),
         mesh=mesh,
         dense=bool(dense),
+        members=members,
     )
 
 
@@ -179,9 +185,11 @@ def solve(spec: SolveSpec) -> dict[str, Any]:
 
 
 def solve_ensemble(spec: SolveSpec) -> dict[str, Any]:
-    """`solve` vmapped over the leading (ensemble) axis of the problem's array leaves
-    (all but the shared data `args`); with a mesh of several devices, shard_mapped so each
-    device solves its block."""
+    """`solve` over the leading (ensemble) axis of the problem's array leaves (all but
+    the shared data `args`): vmapped (`spec.members == "vmap"`: one batched step loop that
+    runs until the device's slowest member is done) or mapped (`"sequential"`: `lax.map`,
+    each member's own unbatched loop in turn). With a mesh of several devices,
+    shard_mapped so each device solves its block."""
     from ._sharding import ENSEMBLE_AXIS
 
     members = dataclasses.replace(spec.problem, args=None)
@@ -193,7 +201,13 @@ def solve_ensemble(spec: SolveSpec) -> dict[str, Any]:
         problem = dataclasses.replace(eqx.combine(d, static), args=args)
         return solve(dataclasses.replace(rest, problem=problem))
 
-    vmapped = jax.vmap(one, in_axes=(0, None, None))
+    if spec.members == "sequential":
+
+        def vmapped(d: PyTree, rest: SolveSpec, args: Any) -> dict[str, Any]:
+            return jax.lax.map(lambda di: one(di, rest, args), d)
+
+    else:
+        vmapped = jax.vmap(one, in_axes=(0, None, None))
     if spec.mesh is None or spec.mesh.size == 1:
         return vmapped(dyn, rest, args)
     from jax.sharding import PartitionSpec as P
