@@ -7,6 +7,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -53,10 +54,10 @@ def test_loss(model: AbstractModel, data: dict[str, jax.Array]) -> jax.Array:
     return mse_loss(model, data["x_test"], data["y_test"])
 
 
-@dataclasses.dataclass(frozen=True)
-class ParamsOnly:
-    """A metric fn(params) called as fn(params, args) (hashable: equal for the same fn, so
-    the compiled solve is reused)."""
+class ParamsOnly(eqx.Module):
+    """A metric fn(params) called as fn(params, args). A pytree: a plain fn is a leaf
+    keyed by identity (the same fn reuses the compiled solve); an equinox Module fn (the
+    analysis metrics) contributes its arrays as program arguments."""
 
     fn: Callable
 

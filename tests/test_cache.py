@@ -151,6 +151,48 @@ def test_every_path_hits_on_its_second_call(tmp_path):
     assert not e0.stats["cache_hit"] and e1.stats["cache_hit"]
 
 
+def test_gflow_run_analyses_reuse_the_program_with_the_new_data_and_init(tmp_path):
+    """The analysis metrics of `gflow run` (kernel spectrum with H(0), Schur bound, layer
+    movement from W(0), predictions on train and test inputs) pass their arrays as
+    program arguments: a second run of the same shapes with another seed (new data, new
+    initialization) reuses the program, in the checkpointed (segmented) path too, and its
+    numbers are those of a fresh compile (no stale H(0), W(0) or inputs)."""
+    from gflow._config import default_config, validate
+    from gflow._run import run_config
+
+    def cfg(seed):
+        c = default_config()
+        c["seed"] = seed
+        c["data"].update(n=12, d=16, n_test=8)
+        c["model"]["width"] = 24
+        c["flow"].update(t1=5.0, n_save=6)
+        c["output"]["segments"] = 2
+        return validate(c)
+
+    def arrays(out):
+        with np.load(out / "trajectory.npz") as z:
+            return {k: z[k] for k in z.files}
+
+    gflow.clear_cache()
+    first = run_config(cfg(0), tmp_path / "a", progress=False)
+    second = run_config(cfg(1), tmp_path / "b", progress=False)
+    assert not first["stats"]["cache_hit"] and second["stats"]["cache_hit"]
+    gflow.clear_cache()
+    fresh = run_config(cfg(1), tmp_path / "c", progress=False)
+    assert not fresh["stats"]["cache_hit"]
+    got, want, other = arrays(tmp_path / "b"), arrays(tmp_path / "c"), arrays(tmp_path / "a")
+    names = [k for k in want if k.startswith(("kernel_", "metric_", "schur"))]
+    assert {"kernel_eigvals", "kernel_change", "metric_movement_W", "metric_pred_test"} <= set(
+        names
+    ), names
+    for k in names:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+        assert not np.array_equal(got[k], other[k]), k  # the seed changed every record
+    # at t = 0 the run's own H(0) and W(0): zero change up to round-off (another seed's
+    # H(0) or W(0) would give a change of order one)
+    assert got["kernel_change"][0] < 1e-12 and got["metric_movement_W"][0] == 0.0
+
+
 def test_checkpointed_call_of_a_known_structure_does_not_trace_again(tmp_path, monkeypatch):
     # the zero carry that types the segment program comes from a shape-only trace of the
     # solver's start; a later call of the same structure reuses it (30-40 ms per call)

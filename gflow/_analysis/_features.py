@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -56,14 +57,21 @@ def movement_metrics(model: Any, layers: Any = None) -> dict[str, Callable[[Any]
     """Save-time metrics {"movement_<layer>": params -> ||W - W(0)||_F / ||W(0)||_F}."""
     out = {}
     for name in _layers(model, layers):
-        w0 = _field(model, name)
-        norm0 = jnp.linalg.norm(w0)
-
-        def fn(params, name=name, w0=w0, norm0=norm0):
-            return jnp.linalg.norm(getattr(params, name) - w0) / norm0
-
-        out[f"movement_{name}"] = fn
+        w0 = jnp.asarray(_field(model, name))
+        out[f"movement_{name}"] = _Movement(name, w0, jnp.linalg.norm(w0))
     return out
+
+
+class _Movement(eqx.Module):
+    """||W - W(0)||_F / ||W(0)||_F of one layer; W(0) and its norm are program arguments
+    (a new initialization of the same shapes reuses the compiled solve)."""
+
+    name: str = eqx.field(static=True)
+    w0: jax.Array
+    norm0: jax.Array
+
+    def __call__(self, params: Any) -> jax.Array:
+        return jnp.linalg.norm(getattr(params, self.name) - self.w0) / self.norm0
 
 
 def kernel_change(h0: Any, h: Any) -> float:

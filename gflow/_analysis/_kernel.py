@@ -419,31 +419,64 @@ def kernel_metrics(
         raise ValueError(f"y: expected shape {f_shape} like the model's outputs, got {yv.shape}.")
     yv = yv.reshape(-1)
 
-    def gram(params):
-        if structured:
-            return structured_kernel(params, x, eta=eta_s), params(x)
-        theta, batch, single = _flat_apply(params, spec, apply_fn)
-        h = _example_gram(single, batch, theta, eta_vec, x, None, chunk_size)
-        return h, batch(x)(theta)
-
+    metric = _KernelMetric(
+        x=jnp.asarray(x),
+        yv=yv,
+        h0=jnp.zeros(()),
+        h0_norm=jnp.ones(()),
+        eta_vec=None if structured else eta_vec,
+        eta_s=eta_s,
+        structured=structured,
+        spec=spec,
+        apply_fn=apply_fn,
+        chunk_size=chunk_size,
+    )
     if structured:  # the program `tangent_kernel` uses, compiled once for both
         h0 = _structured_jit(model, x, None, eta_s)
     else:
-        h0 = eqx.filter_jit(lambda p: gram(p)[0])(model)
-    h0_norm = jnp.linalg.norm(h0)
+        h0 = _gram_jit(metric, model)
+    return {"kernel": eqx.tree_at(lambda k: (k.h0, k.h0_norm), metric, (h0, jnp.linalg.norm(h0)))}
 
-    def kernel(params):
-        h, f = gram(params)
-        r = f.reshape(-1) - yv
+
+class _KernelMetric(eqx.Module):
+    """The save-time kernel metric of `kernel_metrics`. The data, targets and H(0) are
+    program arguments, so a new dataset or initialization of the same shapes reuses the
+    compiled solve; eta (scalar, structured case), the filter spec, apply_fn and the chunk
+    size are part of its key (with eta_vec, the per-parameter eta, as an argument)."""
+
+    x: jax.Array
+    yv: jax.Array
+    h0: jax.Array
+    h0_norm: jax.Array
+    eta_vec: jax.Array | None
+    eta_s: Any = eqx.field(static=True)
+    structured: bool = eqx.field(static=True)
+    spec: Any  # a pytree of bools: part of the key through its leaves and structure
+    apply_fn: Any  # a function (keyed by identity) or a Module (its arrays are arguments)
+    chunk_size: Any = eqx.field(static=True)
+
+    def gram(self, params: PyTree) -> tuple[jax.Array, jax.Array]:
+        if self.structured:
+            return structured_kernel(params, self.x, eta=self.eta_s), params(self.x)
+        theta, batch, single = _flat_apply(params, self.spec, self.apply_fn)
+        h = _example_gram(single, batch, theta, self.eta_vec, self.x, None, self.chunk_size)
+        return h, batch(self.x)(theta)
+
+    def __call__(self, params: PyTree) -> jax.Array:
+        h, f = self.gram(params)
+        r = f.reshape(-1) - self.yv
         ev = jnp.linalg.eigvalsh(h)
         stats = jnp.stack(
             [
                 (r @ h @ r) / (r @ r),
-                jnp.linalg.norm(h - h0) / h0_norm,
-                kernel_alignment(h, yv),
+                jnp.linalg.norm(h - self.h0) / self.h0_norm,
+                kernel_alignment(h, self.yv),
                 jnp.linalg.norm(h),
             ]
         )
         return jnp.concatenate([ev, stats])
 
-    return {"kernel": kernel}
+
+@eqx.filter_jit
+def _gram_jit(metric: _KernelMetric, params: PyTree) -> jax.Array:
+    return metric.gram(params)[0]

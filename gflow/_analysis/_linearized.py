@@ -164,4 +164,15 @@ def prediction_metrics(
     xa = jnp.asarray(check_x("x", x))
     if apply_fn is not None and not callable(apply_fn):
         raise ValueError(f"apply_fn: must be callable (params, x) -> outputs, got {apply_fn!r}.")
-    return {name: lambda params: apply_model(apply_fn, params, xa)}
+    return {name: _Prediction(xa, apply_fn)}
+
+
+class _Prediction(eqx.Module):
+    """params -> f(x); x is a program argument (new inputs of the same shape reuse the
+    compiled solve), apply_fn part of the program's key."""
+
+    x: jax.Array
+    apply_fn: Any  # a function (keyed by identity) or a Module (its arrays are arguments)
+
+    def __call__(self, params: Any) -> jax.Array:
+        return apply_model(self.apply_fn, params, self.x)

@@ -83,12 +83,19 @@ def schur_metrics(
         raise ValueError(f"model: the Schur bound does not apply: {reason}.")
     x = jnp.asarray(x)
     eta_w = model.layer_eta()[inner_layer(model)] if eta_w is None else float(eta_w)
-    lam_gram = _lam_gram(model, x)
+    return {"schur": _Schur(x, _lam_gram(model, x), eta_w)}
 
-    def schur(params):
-        gram_t, g = _parts(params, x, eta_w)
+
+class _Schur(eqx.Module):
+    """The save-time Schur metric; x and lambda_min of the input Gram are program
+    arguments (new data of the same shape reuses the compiled solve)."""
+
+    x: jax.Array
+    lam_gram: jax.Array
+    eta_w: float = eqx.field(static=True)
+
+    def __call__(self, params: Any) -> jax.Array:
+        gram_t, g = _parts(params, self.x, self.eta_w)
         hw = gram_t * g
         gmin = jnp.min(jnp.diagonal(g))
-        return jnp.stack([jnp.linalg.eigvalsh(0.5 * (hw + hw.T))[0], lam_gram * gmin, gmin])
-
-    return {"schur": schur}
+        return jnp.stack([jnp.linalg.eigvalsh(0.5 * (hw + hw.T))[0], self.lam_gram * gmin, gmin])

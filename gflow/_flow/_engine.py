@@ -57,7 +57,11 @@ class SolveSpec(eqx.Module):
         solver, controller: diffrax objects.
         t0, t1: 0-d arrays; ts: (K,) save times; dt0, loss_target: 0-d arrays or None.
         max_steps: step limit (static: it sizes the step loop).
-        metrics: ((name, fn), ...) recorded at the save times.
+        metrics: ((name, fn), ...) recorded at the save times. A pytree field: a metric
+            that is an equinox Module (gflow's analysis metrics) passes its arrays (data,
+            initial kernel, ...) as program arguments, so new values of the same shapes
+            reuse the program; a plain function is keyed by identity and its closure's
+            arrays are constants of the program.
         save_params, progress, count_evals: static switches.
         dense: also return the solver's dense output (`raw["dense"]`: step times, their
             number and the per-step interpolation coefficients; see _dense.py).
@@ -76,7 +80,7 @@ class SolveSpec(eqx.Module):
     dt0: jax.Array | None
     loss_target: jax.Array | None
     max_steps: int = eqx.field(static=True)
-    metrics: tuple = eqx.field(static=True, default=())
+    metrics: tuple = ()
     save_params: bool = eqx.field(static=True, default=False)
     progress: bool = eqx.field(static=True, default=False)
     count_evals: bool = eqx.field(static=True, default=False)

@@ -59,7 +59,7 @@ class Problem(eqx.Module):
     trainable: Any
     args: Any
     has_args: bool = eqx.field(static=True)
-    metric_items: tuple = eqx.field(static=True)
+    metric_items: tuple  # a pytree: Module metrics carry arrays (see SolveSpec.metrics)
     residual: Callable | None = eqx.field(static=True)
 
     def __init__(
