@@ -8,7 +8,7 @@ functions, solver and controller types, tree structure, number of save times, ma
 keys `_cache.compiled_call`'s cache. So a later call that changes only values runs the
 program compiled by the first (`stats["cache_hit"]`).
 
-`solve(spec)` is the single-problem solve, `solve_ensemble(spec)` the vmapped (and, over
+`solve(spec)` is the single-problem solve, `solve_ensemble(spec)` the vmapped or mapped (and, over
 several devices, shard_mapped) solve of a batch of problems. Segmented, checkpointed
 integration (`_segments.py`) builds its step from the same pieces.
 """
@@ -207,18 +207,18 @@ def solve_ensemble(spec: SolveSpec) -> dict[str, Any]:
 
     if spec.members == "sequential":
 
-        def vmapped(d: PyTree, rest: SolveSpec, args: Any) -> dict[str, Any]:
+        def per_block(d: PyTree, rest: SolveSpec, args: Any) -> dict[str, Any]:
             return jax.lax.map(lambda di: one(di, rest, args), d)
 
     else:
-        vmapped = jax.vmap(one, in_axes=(0, None, None))
+        per_block = jax.vmap(one, in_axes=(0, None, None))
     if spec.mesh is None or spec.mesh.size == 1:
-        return vmapped(dyn, rest, args)
+        return per_block(dyn, rest, args)
     from jax.sharding import PartitionSpec as P
 
     shared_dyn, shared_static = eqx.partition((rest, args), eqx.is_array)
     return jax.shard_map(
-        lambda d, sh: vmapped(d, *eqx.combine(sh, shared_static)),
+        lambda d, sh: per_block(d, *eqx.combine(sh, shared_static)),
         mesh=spec.mesh,
         in_specs=(P(ENSEMBLE_AXIS), P()),
         out_specs=P(ENSEMBLE_AXIS),
