@@ -101,7 +101,24 @@ def mse_problem(model: AbstractModel, data: Dataset) -> tuple[Callable, dict[str
 
 
 def _metrics(default: dict[str, Callable], extra: Mapping[str, Callable] | None) -> dict:
-    return {**default, **{k: ParamsOnly(fn) for k, fn in (extra or {}).items()}}
+    """The default metrics plus `extra`: fn(params) wrapped as fn(params, args), except
+    `OnSplit` metrics, which already read the data from args."""
+    wrap = lambda fn: fn if isinstance(fn, OnSplit) else ParamsOnly(fn)  # noqa: E731
+    return {**default, **{k: wrap(fn) for k, fn in (extra or {}).items()}}
+
+
+def _outputs(f: jax.Array, y: jax.Array) -> jax.Array:
+    return f
+
+
+def split_predictions(split: str) -> OnSplit:
+    """Save-time metric (model, data args) -> f(x_split), the model's outputs on a split
+    of the problem's own data `args`. The loss (train) and test_loss metrics evaluate the
+    model on the same argument buffers, so XLA computes each forward pass once per save
+    time (a prediction metric with its own copy of the inputs costs a second pass)."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split: must be 'train' or 'test', got {split!r}.")
+    return OnSplit(_outputs, split)
 
 
 def mse_residual(model: AbstractModel, data: Dataset) -> Callable:

@@ -184,3 +184,27 @@ def test_issue_digits_run_no_phantom_floor(tmp_path, monkeypatch, capsys):
             assert c["n_checked"] >= 5
     gron = next(c for c in result["analysis"]["certificates"]["checks"] if c["name"] == "gronwall")
     assert gron["coverage"] == 1.0 and gron["n_excluded"] == 0
+
+
+def test_split_predictions_read_the_problems_data_args():
+    """The run's pred_train / pred_test metrics are the model's outputs on the problem's
+    own data args (shared with the loss's forward pass), recorded at every save time."""
+    import jax
+
+    from gflow._problem import split_predictions
+
+    data = gflow.make_synthetic(n=6, d=3, n_test=5, seed=0)
+    model = gflow.TwoLayer(3, 8, key=jax.random.key(0))
+    problem = gflow.Problem.from_model(
+        model,
+        data,
+        metrics={"pred_train": split_predictions("train"), "pred_test": split_predictions("test")},
+    )
+    sol = gflow.solve(problem, 2.0, ts=np.linspace(0.0, 2.0, 3))
+    for split, x in (("train", data.x_train), ("test", data.x_test)):
+        rec = sol.metrics[f"pred_{split}"]
+        assert rec.shape == (3, x.shape[0])
+        np.testing.assert_allclose(rec[0], np.asarray(model(x)), rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(rec[-1], np.asarray(sol.final(x)), rtol=1e-13, atol=1e-15)
+    with pytest.raises(ValueError, match="split: must be 'train' or 'test'"):
+        split_predictions("validation")

@@ -1,9 +1,10 @@
 """The analyses `gflow run` records, configured by the `[analysis]` table.
 
 `RunAnalysis(acfg, model, data, eta=, loss=)` builds the save-time metrics to pass to the flow
-(tangent kernel spectrum, Schur bound, layer movement, predictions); `finish(sol, fit)`
-turns the recorded metrics into the certificate report, the feature-learning summary,
-the arrays for trajectory.npz and the verdict lines.
+(tangent kernel spectrum, Schur bound, layer movement, predictions; pass them to
+`Problem.from_model(model, data, loss, metrics=...)`, whose data args the predictions
+read); `finish(sol, fit)` turns the recorded metrics into the certificate report, the
+feature-learning summary, the arrays for trajectory.npz and the verdict lines.
 
 The bound certificates and the linearized flow are statements about the squared-error
 loss; with the logistic or cross-entropy loss they are skipped and the verdict says so
@@ -21,10 +22,11 @@ import numpy as np
 from .._data._dataset import Dataset
 from .._flow._solution import Solution
 from .._models._losses import one_hot
+from .._problem import split_predictions
 from ._certificates import CertificateReport, certify
 from ._features import movement_metrics, neuron_movement, relative_movement
 from ._kernel import KernelTrace, kernel_metrics
-from ._linearized import linearized_flow, prediction_gap, prediction_metrics
+from ._linearized import linearized_flow, prediction_gap
 from ._rate import RateFit
 from ._schur import schur_applies, schur_metrics
 
@@ -73,9 +75,11 @@ class RunAnalysis:
             self.metrics.update(movement_metrics(model))
             if loss != "mse":
                 return
-            self.metrics.update(prediction_metrics(x, "pred_train"))
+            # read from the problem's data args (Problem.from_model), so the forward
+            # passes are shared with the loss and test_loss at every save time
+            self.metrics["pred_train"] = split_predictions("train")
             if data.n_test:
-                self.metrics.update(prediction_metrics(data.x_test, "pred_test"))
+                self.metrics["pred_test"] = split_predictions("test")
 
     def finish(self, sol: Solution, fit: RateFit | None) -> AnalysisResult:
         wall0 = time.perf_counter()
