@@ -22,8 +22,6 @@ has the lower `call_s`, or is within 10% of the other.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
 from pathlib import Path
 
@@ -133,10 +131,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args()
-    import diffrax
-    import jax
-
-    import gflow
+    from gflow_bench._common import save
 
     rows = []
     for case in QUICK if args.quick else CASES:
@@ -155,20 +150,11 @@ def main() -> None:
         "quick": args.quick,
         "rows": rows,
         "auto_right_in": f"{sum(r['auto_right'] for r in rows)} of {len(rows)} cases",
-        "versions": {
-            "gflow": gflow.__version__,
-            "jax": jax.__version__,
-            "diffrax": diffrax.__version__,
-            "python": platform.python_version(),
-        },
-        "machine": {"cpus": __import__("os").cpu_count(), "backend": jax.default_backend()},
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    name = "ensemble_members_quick.json" if args.quick else "ensemble_members.json"
-    (out / name).write_text(json.dumps(result, indent=1))
-    print(result["auto_right_in"], "->", out / name)
+    name = "ensemble_members_quick" if args.quick else "ensemble_members"
+    path = save(result, args.out, name)  # adds versions, CPU and load (machine())
+    print(result["auto_right_in"], "->", path)
 
 
 if __name__ == "__main__":
