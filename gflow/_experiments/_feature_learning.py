@@ -94,7 +94,8 @@ def solve_scaled(s: dict[str, Any], models0: Any, datasets: list, ts: np.ndarray
         ]
     )
     keys = ("W", "c", "h", "y", "Db", "ma")
-    eta = {k: (float(members[0].layer_eta()["W"]) if k == "W" else 1.0) for k in keys}
+    eta_w = float(members[0].layer_eta()["W"])
+    eta = {k: (eta_w if k == "W" else 1.0) for k in keys}
     act = members[0].activation
     if not isinstance(act, str):
         raise ValueError(f"activation: expected a name, got {act!r}.")
