@@ -9,7 +9,9 @@ figure atomically.
 
 from __future__ import annotations
 
+import functools
 import io
+import re
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +39,56 @@ def _new_figure(ncols: int = 1, width: float = 7.5):
     return fig, list(axes)
 
 
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+_MATHTEXT_LABEL = re.compile(
+    r"^\$\\mathdefault\{(-?)(?:([0-9.e+-]+)\\times)?(?:(\d+)\^\{(-?\d+)\}|([0-9.e+-]+))\}\$$"
+)
+
+
+def plain_log_label(label: str) -> str:
+    """matplotlib's mathtext tick label of a log axis as plain text with Unicode
+    superscripts: '$\\mathdefault{10^{-5}}$' -> '10⁻⁵', '$\\mathdefault{2\\times10^{-5}}$'
+    -> '2×10⁻⁵'. Looks the same and skips mathtext layout, about 0.1 s of every figure
+    with a log axis. Any other label is returned unchanged."""
+    m = _MATHTEXT_LABEL.match(label)
+    if m is None:
+        return label
+    sign, coeff, base, exponent, plain = m.groups()
+    if plain is not None:
+        return sign + plain
+    return sign + (f"{coeff}\u00d7" if coeff else "") + base + exponent.translate(_SUPERSCRIPT)
+
+
+@functools.cache
+def _plain_log_formatter() -> type:
+    from matplotlib import ticker
+
+    class PlainLogFormatter(ticker.LogFormatterSciNotation):
+        """matplotlib's log-axis formatter (the same ticks get labels) with plain-text
+        labels (`plain_log_label`)."""
+
+        def __call__(self, x, pos=None):
+            return plain_log_label(super().__call__(x, pos))
+
+    return PlainLogFormatter
+
+
+def _plain_log_ticks(axis) -> None:
+    """Tick labels of a log-scale axis without mathtext (`plain_log_label`): the axis's
+    own formatter keeps its settings and only its labels are rewritten."""
+    from matplotlib import rcParams, ticker
+
+    if rcParams["text.usetex"]:
+        return
+    for fmt in (axis.get_major_formatter(), axis.get_minor_formatter()):
+        if type(fmt) is ticker.LogFormatterSciNotation:
+            fmt.__class__ = _plain_log_formatter()
+
+
 def _finish(ax, *, xlabel: str, ylabel: str) -> None:
+    for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
+        if scale == "log":
+            _plain_log_ticks(axis)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)

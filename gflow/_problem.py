@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._data._dataset import Dataset
+from ._flow._flatten import device_array
 from ._flow._problem import Problem
 from ._flow._simulate import gradient_descent
 from ._flow._solution import Solution
@@ -68,9 +69,9 @@ class ParamsOnly(eqx.Module):
 def data_args(data: Dataset) -> dict[str, jax.Array]:
     """The dataset's arrays as the `args` of the MSE losses (x_train, y_train and, with a
     test split, x_test, y_test)."""
-    out = {"x_train": jnp.asarray(data.x_train), "y_train": jnp.asarray(data.y_train)}
+    out = {"x_train": device_array(data.x_train), "y_train": device_array(data.y_train)}
     if data.n_test:
-        out.update(x_test=jnp.asarray(data.x_test), y_test=jnp.asarray(data.y_test))
+        out.update(x_test=device_array(data.x_test), y_test=device_array(data.y_test))
     return out
 
 

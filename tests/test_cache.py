@@ -267,3 +267,27 @@ def test_persistent_cache_is_opt_out(tmp_path, monkeypatch):
         blocker = tmp_path / "file"
         blocker.write_text("x")
         gflow.enable_persistent_cache(blocker / "sub")
+
+
+def test_host_data_reaches_the_device_without_compiling(caplog):
+    """`device_array` (used for data, tolerances and analysis inputs) compiles nothing,
+    where jnp.asarray of host data compiles a program per new shape (the check detects
+    that, so it can fail)."""
+    import logging
+
+    from gflow._flow._flatten import device_array
+
+    def compiles(fn) -> int:
+        caplog.clear()
+        with jax.log_compiles(True), caplog.at_level(logging.WARNING, logger="jax"):
+            fn()
+        return sum(r.getMessage().startswith("Compiling") for r in caplog.records)
+
+    x = np.arange(3 * 7 * 11, dtype=np.float64).reshape(3, 7, 11)
+    got = device_array(x)
+    assert isinstance(got, jax.Array) and got.dtype == jnp.asarray(x).dtype
+    np.testing.assert_array_equal(np.asarray(got), x)
+    assert device_array(got) is got
+    assert device_array([1, 2]).dtype == jnp.asarray([1, 2]).dtype
+    assert compiles(lambda: device_array(np.ones((5, 13, 17)))) == 0
+    assert compiles(lambda: jnp.asarray(np.ones((5, 13, 19)))) >= 1

@@ -164,3 +164,33 @@ def test_cli_loss_png_uses_the_printed_interval(tmp_path, monkeypatch):
     assert seen["x"] == (rf["window"][0], rf["window"][1])
     assert seen["title"] == "TwoLayer m=16 (mf), seed 0, n=8, d=8"
     assert (out / "loss.png").stat().st_size > 5_000
+
+
+def test_log_tick_labels_are_plain_text_with_the_same_values(runs):
+    """Log axes are labelled without mathtext ('10⁻⁵', '2×10⁻⁵'), on exactly the ticks
+    matplotlib labels, each naming the tick's value."""
+    from matplotlib import ticker
+
+    from gflow._plots import plain_log_label
+
+    assert plain_log_label(r"$\mathdefault{10^{-5}}$") == "10⁻⁵"
+    assert plain_log_label(r"$\mathdefault{2\times10^{-12}}$") == "2×10⁻¹²"
+    assert plain_log_label(r"$\mathdefault{-10^{3}}$") == "-10³"
+    assert plain_log_label(r"$\mathdefault{0.5}$") == "0.5"
+    assert plain_log_label("not mathtext") == "not mathtext"
+    _, _, sol, _, _ = runs
+    fig = gflow.plot_loss(sol)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    labels = [t for t in ax.get_yticklabels() if t.get_text()]
+    assert len(labels) >= 2
+    reference = ticker.LogFormatterSciNotation()
+    reference.set_axis(ax.yaxis)
+    for t in labels:
+        value = t.get_position()[1]
+        assert "$" not in t.get_text() and "\\" not in t.get_text()
+        assert t.get_text() == plain_log_label(reference(value))
+        mantissa, _, exponent = t.get_text().replace("×", " ").partition("10")
+        exponent = exponent.translate(str.maketrans("⁻⁰¹²³⁴⁵⁶⁷⁸⁹", "-0123456789"))
+        coeff = float(mantissa) if mantissa.strip() else 1.0
+        np.testing.assert_allclose(coeff * 10.0 ** int(exponent), value, rtol=1e-9)

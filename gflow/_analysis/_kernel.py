@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from .._flow._flatten import as_filter_spec, flatten_problem
+from .._flow._flatten import as_filter_spec, device_array, flatten_problem
 from .._flow._problem import Problem, model_defaults
 from ._structured import has_closed_form, structured_kernel
 
@@ -215,7 +215,7 @@ def _choose(
 
 
 def check_x(name: str, x: Any) -> jax.Array:
-    x = jnp.asarray(x)
+    x = device_array(x)
     if x.ndim != 2 or x.shape[0] < 1:
         raise ValueError(f"{name}: expected inputs of shape (n, d) with n >= 1, got {x.shape}.")
     return x
@@ -414,16 +414,16 @@ def kernel_metrics(
     spec, eta_vec = _setup(model, eta, trainable)
     structured, eta_s = _choose(model, eta, trainable, method, apply_fn)
     f_shape = _out_shape(apply_fn, model, x)
-    yv = jnp.full(f_shape, jnp.nan) if y is None else jnp.asarray(y)
+    yv = jnp.full(f_shape, jnp.nan) if y is None else device_array(y)
     if yv.shape != f_shape:
         raise ValueError(f"y: expected shape {f_shape} like the model's outputs, got {yv.shape}.")
     yv = yv.reshape(-1)
 
     metric = _KernelMetric(
-        x=jnp.asarray(x),
+        x=x,
         yv=yv,
-        h0=jnp.zeros(()),
-        h0_norm=jnp.ones(()),
+        h0=np.zeros(()),  # placeholders, replaced below
+        h0_norm=np.ones(()),
         eta_vec=None if structured else eta_vec,
         eta_s=eta_s,
         structured=structured,
@@ -435,7 +435,9 @@ def kernel_metrics(
         h0 = _structured_jit(model, x, None, eta_s)
     else:
         h0 = _gram_jit(metric, model)
-    return {"kernel": eqx.tree_at(lambda k: (k.h0, k.h0_norm), metric, (h0, jnp.linalg.norm(h0)))}
+    # the n x n norm on the host: no program to compile for it
+    h0_norm = device_array(np.linalg.norm(np.asarray(h0)))
+    return {"kernel": eqx.tree_at(lambda k: (k.h0, k.h0_norm), metric, (h0, h0_norm))}
 
 
 class _KernelMetric(eqx.Module):

@@ -22,6 +22,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from .._flow._flatten import device_array
 from .._models._base import AbstractModel
 from ._structured import inner_layer, layer_parts
 
@@ -81,7 +82,7 @@ def schur_metrics(
     reason = schur_applies(model)
     if reason is not None:
         raise ValueError(f"model: the Schur bound does not apply: {reason}.")
-    x = jnp.asarray(x)
+    x = device_array(x)
     eta_w = model.layer_eta()[inner_layer(model)] if eta_w is None else float(eta_w)
     return {"schur": _Schur(x, _lam_gram(model, x), eta_w)}
 

@@ -34,6 +34,7 @@ import jax.tree_util as jtu
 import numpy as np
 
 from . import _exe_store
+from ._flatten import device_array
 
 PyTree = Any
 
@@ -160,7 +161,7 @@ def structure_key(fn: Callable, spec: PyTree) -> tuple[Hashable | None, PyTree, 
 
 
 def _as_device(leaf: Any) -> Any:
-    return leaf if isinstance(leaf, jax.Array) else jax.numpy.asarray(leaf)
+    return device_array(leaf)
 
 
 def _compile(fn: Callable, static: PyTree, dyn: PyTree, disk_key: str | None) -> Any:

@@ -23,16 +23,21 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._cache import compiled_call
 from ._field import FORWARD, make_event, make_save_fn, make_term, watches_divergence
-from ._flatten import FlatProblem
+from ._flatten import FlatProblem, device_array
 
 PyTree = Any
 
 
 def _array(x: Any, dtype: Any) -> jax.Array | None:
-    return None if x is None else jnp.asarray(x, dtype=dtype)
+    if x is None:
+        return None
+    if isinstance(x, jax.Array):
+        return jnp.asarray(x, dtype=dtype)
+    return device_array(np.asarray(x, dtype=dtype))  # host values: nothing to compile
 
 
 def dynamic_controller(
