@@ -9,7 +9,6 @@ from typing import Any
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ._data._dataset import Dataset
@@ -66,12 +65,15 @@ class ParamsOnly(eqx.Module):
         return self.fn(params)
 
 
-def data_args(data: Dataset) -> dict[str, jax.Array]:
-    """The dataset's arrays as the `args` of the MSE losses (x_train, y_train and, with a
-    test split, x_test, y_test)."""
-    out = {"x_train": device_array(data.x_train), "y_train": device_array(data.y_train)}
+def data_args(data: Dataset, y_train: Any = None, y_test: Any = None) -> dict[str, jax.Array]:
+    """The dataset's arrays as the `args` of the losses (x_train, y_train and, with a test
+    split, x_test, y_test); `y_train` / `y_test` replace the dataset's targets (a
+    classification loss's form of them, `_targets`)."""
+    y_train = data.y_train if y_train is None else y_train
+    out = {"x_train": device_array(data.x_train), "y_train": device_array(y_train)}
     if data.n_test:
-        out.update(x_test=device_array(data.x_test), y_test=device_array(data.y_test))
+        y_test = data.y_test if y_test is None else y_test
+        out.update(x_test=device_array(data.x_test), y_test=device_array(y_test))
     return out
 
 
@@ -126,7 +128,7 @@ def mse_residual(model: AbstractModel, data: Dataset) -> Callable:
     """The training residuals r(model) = f(x_k) - y_k, (n,): the MSE loss is
     (1/2n)|r|^2 (used by the Rosenbrock-W solver, `solver="rosw"`)."""
     _check(model, data)
-    x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+    x, y = device_array(data.x_train), device_array(data.y_train)
 
     def residual_fn(params):
         return params(x) - y
@@ -198,7 +200,7 @@ def loss_problem(
     _check(model, data)
     y_train, y_test = _targets(model, data, loss)
     fn = get_loss(loss)
-    x, y = jnp.asarray(data.x_train), jnp.asarray(y_train)
+    x, y = device_array(data.x_train), device_array(y_train)
     classify = loss != "mse"
 
     def loss_fn(params):
@@ -208,7 +210,7 @@ def loss_problem(
     if classify:
         metrics["train_accuracy"] = lambda params: accuracy(params(x), y)
     if data.n_test:
-        xt, yt = jnp.asarray(data.x_test), jnp.asarray(y_test)
+        xt, yt = device_array(data.x_test), device_array(y_test)
         metrics["test_loss"] = lambda params: fn(params(xt), yt)
         if classify:
             metrics["test_accuracy"] = lambda params: accuracy(params(xt), yt)
@@ -237,13 +239,12 @@ def model_problem_parts(
         return loss_fn, _metrics(default_metrics, metrics), args, train_residual
     y_train, y_test = _targets(model, data, loss)
     fn = get_loss(loss)
-    args = {"x_train": jnp.asarray(data.x_train), "y_train": jnp.asarray(y_train)}
+    args = data_args(data, y_train, y_test)
     classify = loss != "mse"
     default: dict[str, Callable] = (
         {"train_accuracy": OnSplit(accuracy, "train")} if classify else {}
     )
     if data.n_test:
-        args.update(x_test=jnp.asarray(data.x_test), y_test=jnp.asarray(y_test))
         default["test_loss"] = OnSplit(fn, "test")
         if classify:
             default["test_accuracy"] = OnSplit(accuracy, "test")

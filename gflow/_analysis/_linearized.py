@@ -23,7 +23,6 @@ from typing import Any
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ._kernel import apply_model, check_apply, check_x, tangent_kernel
@@ -161,7 +160,7 @@ def prediction_metrics(
 ) -> dict:
     """Save-time metric {name: params -> f(x)} ((n,) or (n, k)), to compare with
     `linearized_flow`; `apply_fn(params, x)` as in `tangent_kernel` (default params(x))."""
-    xa = jnp.asarray(check_x("x", x))
+    xa = check_x("x", x)
     if apply_fn is not None and not callable(apply_fn):
         raise ValueError(f"apply_fn: must be callable (params, x) -> outputs, got {apply_fn!r}.")
     return {name: _Prediction(xa, apply_fn)}

@@ -74,16 +74,15 @@ def planned_t1(models, datasets, s: dict[str, Any]) -> tuple[float, list[float]]
     """t1 from the certified rate at t = 0: per seed, the time the loss needs to fall from
     L(0) to loss_target at rate r0 = (2/n) lambda_min(H(0)), times `t1_safety`; the point
     uses the largest over seeds, capped at `t1_max`. Returns (t1, per-seed r0)."""
-    import jax.numpy as jnp
-
+    from .._flow._flatten import device_array
     from .._models._base import mse_loss
 
     need, rates = [], []
     for model, ds in zip(models, datasets, strict=True):
-        x = jnp.asarray(ds.x_train)
+        x = device_array(ds.x_train)
         h, _, _ = kernel_parts(model, x)
         r0 = 2.0 / ds.n * float(np.linalg.eigvalsh(np.asarray(h))[0])
-        loss0 = float(mse_loss(model, x, jnp.asarray(ds.y_train)))
+        loss0 = float(mse_loss(model, x, device_array(ds.y_train)))
         rates.append(r0)
         need.append(np.log(loss0 / s["loss_target"]) / r0 if r0 > 0 else np.inf)
     return float(min(s["t1_safety"] * max(need), s["t1_max"])), rates

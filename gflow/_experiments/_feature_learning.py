@@ -24,6 +24,7 @@ from .._analysis._features import kernel_change, relative_movement
 from .._data._synthetic import make_synthetic
 from .._ensemble_mse import ensemble_models
 from .._flow._ensemble import simulate_ensemble, stack_params
+from .._flow._flatten import device_array
 from .._models._activations import get_activation
 from ._measures import lazy_gap, loglog_slope, tangent_kernel
 from ._spec import model_builder
@@ -85,8 +86,8 @@ def solve_scaled(s: dict[str, Any], models0: Any, datasets: list, ts: np.ndarray
             {
                 "W": mb.W,
                 "c": mb.c,
-                "h": mb.features(jnp.asarray(dat.x_train)),
-                "y": jnp.asarray(dat.y_train),
+                "h": mb.features(device_array(dat.x_train)),
+                "y": device_array(dat.y_train),
                 "Db": jnp.asarray(float(D) ** b_exp),
                 "ma": jnp.asarray(float(m) ** a),
             }
@@ -136,7 +137,7 @@ def run_point(spec: dict[str, Any], point: dict[str, Any]):
     values = {k: [] for k in MEASURES}
     for b, member in enumerate(ens.members):
         m0, m1 = _member(models0, b), finals[b]
-        x = jnp.asarray(datasets[b].x_train)
+        x = device_array(datasets[b].x_train)
         h0, h1 = tangent_kernel(m0, x), tangent_kernel(m1, x)
         values["movement"].append(relative_movement(m0, m1, ["W"])["W"])
         values["kernel"].append(kernel_change(h0, h1))

@@ -149,7 +149,7 @@ def structure_key(fn: Callable, spec: PyTree) -> tuple[Hashable | None, PyTree, 
     """(key, dynamic part, static part) of a solve spec; key is None when a static leaf
     is not hashable (then the call compiles without caching)."""
     dyn, static = eqx.partition(spec, eqx.is_array)
-    dyn = jtu.tree_map(_as_device, dyn)
+    dyn = jtu.tree_map(device_array, dyn)
     dyn_leaves, dyn_def = jtu.tree_flatten(dyn)
     static_leaves, static_def = jtu.tree_flatten(static)
     key = (fn, dyn_def, static_def, tuple(static_leaves), tuple(map(_leaf_signature, dyn_leaves)))
@@ -158,10 +158,6 @@ def structure_key(fn: Callable, spec: PyTree) -> tuple[Hashable | None, PyTree, 
     except TypeError:
         return None, dyn, static
     return key, dyn, static
-
-
-def _as_device(leaf: Any) -> Any:
-    return device_array(leaf)
 
 
 def _compile(fn: Callable, static: PyTree, dyn: PyTree, disk_key: str | None) -> Any:
@@ -254,7 +250,7 @@ def compile_for(
 
 def dynamic(spec: PyTree) -> PyTree:
     """The array part of a spec, as the compiled program takes it."""
-    return jtu.tree_map(_as_device, eqx.filter(spec, eqx.is_array))
+    return jtu.tree_map(device_array, eqx.filter(spec, eqx.is_array))
 
 
 def compiled_call(fn: Callable[[PyTree], PyTree], spec: PyTree) -> tuple[PyTree, dict[str, Any]]:
