@@ -24,11 +24,16 @@ ROUNDOFF, STEP_TOL = 1e-11, 1e-8
 
 
 def _env(n_devices: int, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "GFLOW_DISTRIBUTED")}
+    env = {k: v for k, v in os.environ.items() if k != "GFLOW_DISTRIBUTED"}
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    # the test session's XLA flags (conftest.py) stay, so every run of a comparison is
+    # compiled alike; the forced host devices are added to them
+    flags = os.environ.get("XLA_FLAGS", "")
     if n_devices > 1:
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={n_devices}"
+        flags = f"{flags} --xla_force_host_platform_device_count={n_devices}".strip()
+    if flags:
+        env["XLA_FLAGS"] = flags
     env.update(extra)
     return env
 
