@@ -16,6 +16,11 @@ the base:
     checkpoint    the segmented, checkpointed solve (`gflow run`'s path): both programs
     euler_fixed   gradient descent (Euler, constant step: no controller, no error
                   estimate), 800 steps
+    plain_diffrax not gflow: the lines a user would write instead (`jax.jit` of
+                  `diffrax.diffeqsolve`: Tsit5, diffrax's PIDController with the same
+                  rtol/atol, SaveAt at the same 201 times, forward-mode adjoint), on the
+                  same loss, parameters and data: the floor that diffrax's own solve
+                  program sets, against which gflow's additions are measured
 
 Writes benchmarks/results/compile_parts.json (or --out); medians over --repeats fresh
 processes. Run from the repository root:
@@ -46,7 +51,67 @@ VARIANTS = (
     "save_params",
     "checkpoint",
     "euler_fixed",
+    "plain_diffrax",
 )
+
+
+def plain_diffrax(problem, ts, t1: float, rtol: float, atol: float) -> dict:
+    """Trace, lower and XLA-compile the plain jitted diffrax solve of the same flow:
+    d params/dt = -eta * grad L(params, args), trainable leaves only."""
+    import diffrax
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+
+    spec = eqx.is_inexact_array if problem.trainable is None else problem.trainable
+    dyn, static = eqx.partition(problem.params, spec)
+    scalar_eta = eqx.is_array_like(problem.eta) and jnp.ndim(problem.eta) == 0
+    eta = problem.eta if scalar_eta else eqx.partition(problem.eta, spec)[0]
+
+    def loss(d, args):
+        return problem.loss(eqx.combine(d, static), args)
+
+    def field(t, d, args):
+        g = jax.grad(loss)(d, args)
+        if scalar_eta:
+            return jax.tree_util.tree_map(lambda gi: -eta * gi, g)
+        return jax.tree_util.tree_map(lambda gi, e: -e * gi, g, eta)
+
+    def solve(d, args, ts):
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(field),
+            diffrax.Tsit5(),
+            0.0,
+            t1,
+            None,
+            d,
+            args=args,
+            saveat=diffrax.SaveAt(ts=ts),
+            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+            max_steps=100_000,
+            adjoint=diffrax.ForwardMode(),
+        )
+        return sol.ys, sol.stats["num_steps"]
+
+    ts = jnp.asarray(ts)
+    t0 = time.perf_counter()
+    traced = jax.jit(solve).trace(dyn, problem.args, ts)
+    t_1 = time.perf_counter()
+    lowered = traced.lower()
+    t2 = time.perf_counter()
+    exe = lowered.compile()
+    t3 = time.perf_counter()
+    ys, steps = exe(dyn, problem.args, ts)
+    final = jax.tree_util.tree_map(lambda a: a[-1], ys)
+    return {
+        "fn": "plain_diffrax",
+        "trace": t_1 - t0,
+        "lower": t2 - t_1,
+        "xla": t3 - t2,
+        "stablehlo_lines": lowered.as_text().count("\n"),
+        "num_steps": int(steps),
+        "final_loss": float(loss(final, problem.args)),
+    }
 
 
 def child(variant: str) -> None:
@@ -116,7 +181,11 @@ def child(variant: str) -> None:
         method, t1 = gflow.GradientDescent(dt=0.05), 0.1 * fc["t1"]  # 800 steps
         kwargs = {}
     setup = time.perf_counter() - start
-    sol = gflow.solve(problem, t1, method=method, **kwargs)
+    if variant == "plain_diffrax":
+        programs.append(plain_diffrax(problem, ts, t1, fc["rtol"], fc["atol"]))
+        sol = None
+    else:
+        sol = gflow.solve(problem, t1, method=method, **kwargs)
     emit(
         {
             "variant": variant,
@@ -127,8 +196,10 @@ def child(variant: str) -> None:
             "xla": sum(p["xla"] for p in programs),
             "total": sum(p["trace"] + p["lower"] + p["xla"] for p in programs),
             "stablehlo_lines": sum(p["stablehlo_lines"] for p in programs),
-            "run_seconds": sol.stats["run_seconds"],
-            "num_steps": sol.stats["num_steps"],
+            "run_seconds": sol.stats["run_seconds"] if sol is not None else None,
+            "num_steps": sol.stats["num_steps"] if sol is not None else programs[0]["num_steps"],
+            # the same flow: the plain solve's final loss against gflow's
+            "final_loss": float(sol.loss[-1]) if sol is not None else programs[0]["final_loss"],
         }
     )
 
