@@ -28,12 +28,17 @@ def _env(n_devices: int, **extra: str) -> dict[str, str]:
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     # the test session's XLA flags (conftest.py) stay, so every run of a comparison is
-    # compiled alike; the forced host devices are added to them
-    flags = os.environ.get("XLA_FLAGS", "")
+    # compiled alike; a device count set outside is replaced by this run's
+    flags = [
+        f
+        for f in os.environ.get("XLA_FLAGS", "").split()
+        if not f.startswith("--xla_force_host_platform_device_count")
+    ]
     if n_devices > 1:
-        flags = f"{flags} --xla_force_host_platform_device_count={n_devices}".strip()
+        flags.append(f"--xla_force_host_platform_device_count={n_devices}")
+    env.pop("XLA_FLAGS", None)
     if flags:
-        env["XLA_FLAGS"] = flags
+        env["XLA_FLAGS"] = " ".join(flags)
     env.update(extra)
     return env
 
