@@ -291,3 +291,33 @@ def test_host_data_reaches_the_device_without_compiling(caplog):
     assert device_array([1, 2]).dtype == jnp.asarray([1, 2]).dtype
     assert compiles(lambda: device_array(np.ones((5, 13, 17)))) == 0
     assert compiles(lambda: jnp.asarray(np.ones((5, 13, 19)))) >= 1
+
+
+def test_flat_state_is_checked_and_raveled_by_one_program(caplog):
+    """A new parameter structure costs one compiled program for the finite check and the
+    ravel of a flat state (two before); the values are ravel_pytree's, and a non-finite
+    entry is still refused."""
+    import logging
+
+    from jax.flatten_util import ravel_pytree
+
+    from gflow._flow._flatten import flatten_problem
+
+    def compiles(fn) -> int:
+        caplog.clear()
+        with jax.log_compiles(True), caplog.at_level(logging.WARNING, logger="jax"):
+            fn()
+        return sum(r.getMessage().startswith("Compiling") for r in caplog.records)
+
+    rng = np.random.default_rng(0)
+    params = {
+        "w": jnp.asarray(rng.standard_normal((7, 23))),
+        "b": jnp.asarray(rng.standard_normal(29)),
+    }
+    out = {}
+    n = compiles(lambda: out.setdefault("p", flatten_problem(lambda p: jnp.sum(p["b"]), params)))
+    assert n == 1
+    np.testing.assert_array_equal(np.asarray(out["p"].theta0), np.asarray(ravel_pytree(params)[0]))
+    bad = {**params, "b": params["b"].at[3].set(jnp.nan)}
+    with pytest.raises(ValueError, match="NaN or inf"):
+        flatten_problem(lambda p: jnp.sum(p["b"]), bad)

@@ -247,6 +247,8 @@ def tree_all_finite(tree: Any) -> jax.Array:
 # per structure instead of one small program per leaf and operation.
 _all_finite = jax.jit(tree_all_finite)
 _ravel_flat = jax.jit(lambda tree: ravel_pytree(tree)[0])
+# a flat state's check and layout as one program (a new structure compiles one, not two)
+_finite_and_flat = jax.jit(lambda tree: (tree_all_finite(tree), ravel_pytree(tree)[0]))
 
 
 def _eta_vector(eta: Any, spec: PyTree, params: PyTree, dtype) -> jax.Array:
@@ -358,7 +360,8 @@ def flatten_problem(
             f"state: 'tree' needs all trainable leaves in one dtype, got "
             f"{sorted(map(str, dtypes))}; cast the parameters or use state='flat'."
         )
-    if not bool(_all_finite(leaves)):
+    finite, flat0 = (_all_finite(leaves), None) if state == "tree" else _finite_and_flat(dyn)
+    if not bool(finite):
         raise ValueError(
             "params: the initial trainable parameters contain NaN or inf; "
             "re-initialize the model (check the init scale and the key)."
@@ -373,7 +376,7 @@ def flatten_problem(
         from_flat = Unravel.of(dyn)
         unravel = _identity
     else:
-        theta0, unravel = ravel(dyn)
+        theta0, unravel = flat0, Unravel.of(dyn)
         eta_state = _eta_vector(eta, spec, params, theta0.dtype)
         from_flat = _identity
     with_args = args is not NO_ARGS
