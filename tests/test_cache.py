@@ -269,19 +269,24 @@ def test_persistent_cache_is_opt_out(tmp_path, monkeypatch):
         gflow.enable_persistent_cache(blocker / "sub")
 
 
+def _compiles(caplog, fn) -> int:
+    """How many programs JAX compiles while `fn()` runs (from its compile log)."""
+    import logging
+
+    caplog.clear()
+    with jax.log_compiles(True), caplog.at_level(logging.WARNING, logger="jax"):
+        fn()
+    return sum(r.getMessage().startswith("Compiling") for r in caplog.records)
+
+
 def test_host_data_reaches_the_device_without_compiling(caplog):
     """`device_array` (used for data, tolerances and analysis inputs) compiles nothing,
     where jnp.asarray of host data compiles a program per new shape (the check detects
     that, so it can fail)."""
-    import logging
-
     from gflow._flow._flatten import device_array
 
     def compiles(fn) -> int:
-        caplog.clear()
-        with jax.log_compiles(True), caplog.at_level(logging.WARNING, logger="jax"):
-            fn()
-        return sum(r.getMessage().startswith("Compiling") for r in caplog.records)
+        return _compiles(caplog, fn)
 
     x = np.arange(3 * 7 * 11, dtype=np.float64).reshape(3, 7, 11)
     got = device_array(x)
@@ -297,17 +302,12 @@ def test_flat_state_is_checked_and_raveled_by_one_program(caplog):
     """A new parameter structure costs one compiled program for the finite check and the
     ravel of a flat state (two before); the values are ravel_pytree's, and a non-finite
     entry is still refused."""
-    import logging
-
     from jax.flatten_util import ravel_pytree
 
     from gflow._flow._flatten import flatten_problem
 
     def compiles(fn) -> int:
-        caplog.clear()
-        with jax.log_compiles(True), caplog.at_level(logging.WARNING, logger="jax"):
-            fn()
-        return sum(r.getMessage().startswith("Compiling") for r in caplog.records)
+        return _compiles(caplog, fn)
 
     rng = np.random.default_rng(0)
     params = {
