@@ -285,17 +285,14 @@ def test_host_data_reaches_the_device_without_compiling(caplog):
     that, so it can fail)."""
     from gflow._flow._flatten import device_array
 
-    def compiles(fn) -> int:
-        return _compiles(caplog, fn)
-
     x = np.arange(3 * 7 * 11, dtype=np.float64).reshape(3, 7, 11)
     got = device_array(x)
     assert isinstance(got, jax.Array) and got.dtype == jnp.asarray(x).dtype
     np.testing.assert_array_equal(np.asarray(got), x)
     assert device_array(got) is got
     assert device_array([1, 2]).dtype == jnp.asarray([1, 2]).dtype
-    assert compiles(lambda: device_array(np.ones((5, 13, 17)))) == 0
-    assert compiles(lambda: jnp.asarray(np.ones((5, 13, 19)))) >= 1
+    assert _compiles(caplog, lambda: device_array(np.ones((5, 13, 17)))) == 0
+    assert _compiles(caplog, lambda: jnp.asarray(np.ones((5, 13, 19)))) >= 1
 
 
 def test_flat_state_is_checked_and_raveled_by_one_program(caplog):
@@ -306,18 +303,17 @@ def test_flat_state_is_checked_and_raveled_by_one_program(caplog):
 
     from gflow._flow._flatten import flatten_problem
 
-    def compiles(fn) -> int:
-        return _compiles(caplog, fn)
-
     rng = np.random.default_rng(0)
     params = {
         "w": jnp.asarray(rng.standard_normal((7, 23))),
         "b": jnp.asarray(rng.standard_normal(29)),
     }
-    out = {}
-    n = compiles(lambda: out.setdefault("p", flatten_problem(lambda p: jnp.sum(p["b"]), params)))
-    assert n == 1
-    np.testing.assert_array_equal(np.asarray(out["p"].theta0), np.asarray(ravel_pytree(params)[0]))
+    made = []
+    assert (
+        _compiles(caplog, lambda: made.append(flatten_problem(lambda p: jnp.sum(p["b"]), params)))
+        == 1
+    )
+    np.testing.assert_array_equal(np.asarray(made[0].theta0), np.asarray(ravel_pytree(params)[0]))
     bad = {**params, "b": params["b"].at[3].set(jnp.nan)}
     with pytest.raises(ValueError, match="NaN or inf"):
         flatten_problem(lambda p: jnp.sum(p["b"]), bad)

@@ -88,11 +88,6 @@ class Unravel(eqx.Module):
         return jtu.tree_unflatten(self.treedef, leaves)
 
 
-def ravel(tree: PyTree) -> tuple[jax.Array, Unravel]:
-    """(flat vector, hashable unravel) of a pytree of arrays (as `ravel_pytree`)."""
-    return _ravel_flat(tree), Unravel.of(tree)
-
-
 class StaticPart:
     """The non-array leaves of a pytree (functions, Python scalars, strings) and its
     structure, held as one hashable value so that a `FlatProblem` carrying it is a valid
@@ -243,11 +238,10 @@ def tree_all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jtu.tree_leaves(tree)]))
 
 
-# Host-side checks and layouts run once per problem, eagerly: each as one compiled program
-# per structure instead of one small program per leaf and operation.
+# The set-up checks and layout run once per problem, eagerly, as one compiled program per
+# structure (not one small program per leaf and operation): the finite check of a tree
+# state, and the finite check with the ravel of a flat state.
 _all_finite = jax.jit(tree_all_finite)
-_ravel_flat = jax.jit(lambda tree: ravel_pytree(tree)[0])
-# a flat state's check and layout as one program (a new structure compiles one, not two)
 _finite_and_flat = jax.jit(lambda tree: (tree_all_finite(tree), ravel_pytree(tree)[0]))
 
 
