@@ -133,6 +133,8 @@ def test_every_path_hits_on_its_second_call(tmp_path):
     # gradient descent: a new step size (same number of steps)
     assert not gflow.descend_mse(m0, data0, dt=0.1, n_steps=20).stats["cache_hit"]
     assert gflow.descend_mse(m1, data1, dt=0.05, n_steps=20).stats["cache_hit"]
+    # ... and another number of steps recording as many (21) steps: the same program
+    assert gflow.descend_mse(m1, data1, dt=0.025, n_steps=40, save_every=2).stats["cache_hit"]
     # modified flow: a new h
     loss, _ = gflow.mse_problem(m0, data0)
     tr = m0.trainable()

@@ -10,6 +10,7 @@ import scipy.integrate
 import scipy.linalg
 
 import gflow
+from gflow._flow._simulate import integrate
 
 
 def _lsq_problem(n=20, d=5, seed=0):
@@ -129,6 +130,39 @@ def test_gradient_descent_is_euler_step_for_step():
         np.testing.assert_allclose(sol.params.c[k], p.c, rtol=0, atol=1e-13)
     # The final state is the integrator's own state: bitwise the same arithmetic.
     np.testing.assert_allclose(sol.final.W, p.W, rtol=0, atol=1e-14)
+
+
+def test_gradient_descent_steps_are_diffrax_stepto_on_the_grid():
+    # GD's grid controller (dt and n as values) against diffrax's StepTo on the numpy grid
+    # arange(n + 1) * dt, the grid GD used before, in the same engine: the same steps, so
+    # the same arithmetic and bitwise-equal results, for grids whose points k * dt are not
+    # exact (0.1 * 3 != 0.3) and whose end n * dt is not the sum of the steps. (Against
+    # a separately compiled diffeqsolve the states agree to 1 ulp: another program.)
+    data = gflow.make_synthetic(8, 5, seed=1)
+    model = gflow.TwoLayer(5, 12, scaling="mf", key=jax.random.key(4))
+    problem = gflow.Problem.from_model(model, data)
+    for dt, n_steps in ((0.1, 30), (0.07, 13), (0.35, 1)):
+        sol = gflow.solve(problem, n_steps * dt, method=gflow.GradientDescent(dt=dt))
+        grid = np.arange(n_steps + 1, dtype=np.float64) * dt
+        ref = integrate(
+            problem.flat(),
+            0.0,
+            float(grid[-1]),
+            grid,
+            solver=diffrax.Euler(),
+            stepsize_controller=diffrax.StepTo(ts=jnp.asarray(grid)),
+            dt0=None,
+            max_steps=n_steps,
+            save_params=False,
+            metrics=None,
+            loss_target=None,
+            progress=False,
+            settings={},
+        )
+        assert sol.stats["num_steps"] == n_steps == ref.stats["num_steps"]
+        assert sol.t_final == grid[-1] and np.array_equal(sol.ts, grid)
+        np.testing.assert_array_equal(sol.loss, ref.loss)
+        np.testing.assert_array_equal(sol.theta_final, ref.theta_final)
 
 
 def test_agrees_with_scipy_dop853_on_a_network():

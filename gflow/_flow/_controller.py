@@ -1,5 +1,6 @@
-"""The default adaptive step-size controller: diffrax's PID controller with a larger
-growth limit on the first step.
+"""Step-size controllers: the default adaptive one (diffrax's PID controller with a larger
+growth limit on the first step) and gradient descent's fixed grid (`GridSteps`, at the
+end).
 
 When dt0 is not given, diffrax starts with a step of 0.01 whatever the problem's time
 scale: its Hairer initial-step heuristic only applies to a bare `ODETerm`, and
@@ -22,6 +23,8 @@ save times agree to ~1e-12. `factormax_first=10` gives diffrax's step sequence e
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import diffrax
 import equinox as eqx
@@ -57,3 +60,35 @@ class PIDController(diffrax.PIDController):
             capped, t0, t1, y0, y1_candidate, args, y_error, error_order, inner
         )
         return keep, next_t0, next_t1, jump, (inner, first & jnp.logical_not(keep)), result
+
+
+class GridSteps(diffrax.AbstractStepSizeController):
+    """Steps to t_k = k * dt, k = 1 .. n, ending exactly at t1: gradient descent's grid.
+
+    The same steps as `diffrax.StepTo(ts=arange(n + 1) * dt)` (each t_k is the float product
+    k * dt, as numpy's grid computes it), but dt, n and t1 are arrays, not the shape of a
+    grid: GD runs with another step size or another number of steps are new values of
+    the same compiled program. t0 must be 0 and dt0 None. The loop ends when t_n = t1
+    is reached, so the solve needs no step limit (`max_steps=None`).
+    """
+
+    dt: Any = eqx.field(converter=jnp.asarray)
+    n: Any = eqx.field(converter=jnp.asarray)
+    t1: Any = eqx.field(converter=jnp.asarray)
+
+    def wrap(self, direction):
+        return self
+
+    def _time(self, k):
+        # t_k = k * dt; the last grid point is t1 itself (no sliver step from rounding)
+        return jnp.where(k >= self.n, self.t1, k.astype(self.t1.dtype) * self.dt)
+
+    def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
+        del terms, t0, t1, y0, args, func, error_order
+        if dt0 is not None:
+            raise ValueError("GridSteps: dt0 must be None (the grid fixes every step).")
+        return self._time(jnp.asarray(1, self.n.dtype)), jnp.asarray(2, self.n.dtype)
+
+    def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order, state):
+        del t0, y0, y1_candidate, args, y_error, error_order
+        return True, t1, self._time(state), False, state + 1, diffrax.RESULTS.successful

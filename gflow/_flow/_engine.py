@@ -61,7 +61,8 @@ class SolveSpec(eqx.Module):
         problem: the `FlatProblem` (batched along a leading axis for `solve_ensemble`).
         solver, controller: diffrax objects.
         t0, t1: 0-d arrays; ts: (K,) save times; dt0, loss_target: 0-d arrays or None.
-        max_steps: step limit (static: it sizes the step loop).
+        max_steps: step limit (static: it sizes the step loop); None for a loop that
+            ends by itself (gradient descent's grid).
         metrics: ((name, fn), ...) recorded at the save times. A pytree field: a metric
             that is an equinox Module (gflow's analysis metrics) passes its arrays (data,
             initial kernel, ...) as program arguments, so new values of the same shapes
@@ -84,7 +85,7 @@ class SolveSpec(eqx.Module):
     ts: jax.Array
     dt0: jax.Array | None
     loss_target: jax.Array | None
-    max_steps: int = eqx.field(static=True)
+    max_steps: int | None = eqx.field(static=True)
     metrics: tuple = ()
     save_params: bool = eqx.field(static=True, default=False)
     progress: bool = eqx.field(static=True, default=False)
@@ -103,7 +104,7 @@ def make_spec(
     solver: diffrax.AbstractSolver,
     stepsize_controller: diffrax.AbstractStepSizeController,
     dt0: float | None,
-    max_steps: int,
+    max_steps: int | None,
     save_params: bool = False,
     metrics: Any = None,
     loss_target: float | None = None,
@@ -124,7 +125,7 @@ def make_spec(
         ts=jnp.asarray(ts, dtype=dtype),
         dt0=_array(dt0, dtype),
         loss_target=_array(loss_target, dtype),
-        max_steps=int(max_steps),
+        max_steps=None if max_steps is None else int(max_steps),
         metrics=tuple(dict(metrics or {}).items()),
         save_params=bool(save_params),
         progress=bool(progress),

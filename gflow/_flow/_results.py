@@ -75,7 +75,7 @@ def solution_from_raw(
     t1: float,
     *,
     solver: diffrax.AbstractSolver,
-    max_steps: int,
+    max_steps: int | None,
     save_params: bool,
     loss_target: float | None,
     settings: dict[str, Any] | None,
@@ -165,7 +165,7 @@ def solution_from_raw(
     stats["program_source"] = program_source
     stats["compile_seconds"] = compile_seconds
     stats["run_seconds"] = run_seconds
-    stats["max_steps"] = int(max_steps)
+    stats["max_steps"] = None if max_steps is None else int(max_steps)
 
     params_traj = None
     if save_params:

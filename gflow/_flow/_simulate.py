@@ -15,15 +15,21 @@ from typing import Any
 import diffrax
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from . import _engine, _implicit
 from ._auto import choose_solver
 from ._checkpoint import Checkpoint, integrate_checkpointed
+from ._controller import GridSteps
 from ._dense import check_dense_memory
 from ._field import make_term
-from ._flatten import NO_ARGS, FlatProblem, check_residual_matches_loss, flatten_problem
+from ._flatten import (
+    NO_ARGS,
+    FlatProblem,
+    check_residual_matches_loss,
+    device_array,
+    flatten_problem,
+)
 from ._phases import run_two_phases, switch_time
 from ._results import solution_from_raw
 from ._rosenbrock import ExpRosenbrock, needs_residual
@@ -370,14 +376,16 @@ def gradient_descent(
     theta_{k+1} = theta_k - dt * eta * grad L(theta_k): the learning rate is dt * eta and
     step k is flow time t = k * dt, so a GD `Solution` compares with a `simulate`
     `Solution` at equal times. Runs `diffrax.Euler` with steps fixed at t = k * dt
-    (`StepTo`), through the same engine as `simulate`.
+    (`GridSteps`: the steps of `diffrax.StepTo` on that grid, with dt and n_steps as
+    values, not shapes), through the same engine as `simulate`.
 
     Arguments:
         dt: time step (the learning rate divided by eta).
         n_steps: number of GD steps; the run ends at t = n_steps * dt.
         save_every: record the save-time quantities every this many steps (and at the end).
-        Other arguments as in `simulate` (`args` too: a later call with new values of
-        the same shapes, n_steps included, reuses the compiled program).
+        Other arguments as in `simulate` (`args` too). A later call with another dt or
+        n_steps, or new values of the same shapes, reuses the compiled program when it
+        records as many steps (the number of save times is a shape).
 
     Returns:
         A `Solution` whose `ts` are k * dt for the recorded steps k.
@@ -395,7 +403,7 @@ def gradient_descent(
     settings = {
         "method": "gradient_descent",
         "solver": "Euler",
-        "stepsize_controller": "StepTo",
+        "stepsize_controller": "GridSteps",
         "dt": dt,
         "learning_rate": "dt * eta",
         "n_steps": n_steps,
@@ -413,9 +421,13 @@ def gradient_descent(
         float(grid[-1]),
         ts,
         solver=diffrax.Euler(),
-        stepsize_controller=diffrax.StepTo(ts=jnp.asarray(grid)),
+        stepsize_controller=GridSteps(
+            dt=device_array(np.asarray(dt, problem.dtype)),
+            n=device_array(np.asarray(n_steps)),
+            t1=device_array(np.asarray(grid[-1], problem.dtype)),
+        ),
         dt0=None,
-        max_steps=n_steps,
+        max_steps=None,
         save_params=save_params,
         metrics=metrics,
         loss_target=loss_target,
