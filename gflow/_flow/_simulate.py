@@ -80,7 +80,7 @@ def integrate(
     solver: diffrax.AbstractSolver,
     stepsize_controller: diffrax.AbstractStepSizeController,
     dt0: float | None,
-    max_steps: int,
+    max_steps: int | None,
     save_params: bool = False,
     metrics: Mapping[str, Callable[[PyTree], jax.Array]] | None = None,
     loss_target: float | None = None,
