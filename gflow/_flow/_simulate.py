@@ -397,9 +397,9 @@ def gradient_descent(
     check_metrics(metrics)
     problem = flatten_problem(loss_fn, params, eta=eta, trainable=trainable, args=args)
     dt = float(dt)
-    grid = np.arange(n_steps + 1, dtype=np.float64) * dt
     steps_saved = np.unique(np.concatenate([np.arange(0, n_steps + 1, save_every), [n_steps]]))
-    ts = grid[steps_saved]
+    ts = steps_saved.astype(np.float64) * dt  # t_k = k * dt, as GridSteps steps to them
+    t1 = float(ts[-1])  # the last recorded step is n_steps
     settings = {
         "method": "gradient_descent",
         "solver": "Euler",
@@ -409,7 +409,7 @@ def gradient_descent(
         "n_steps": n_steps,
         "save_every": save_every,
         "t0": 0.0,
-        "t1": float(grid[-1]),
+        "t1": t1,
         "eta": eta_setting(eta),
         "loss_target": loss_target,
         "n_params": problem.n_params,
@@ -418,13 +418,13 @@ def gradient_descent(
     return integrate(
         problem,
         0.0,
-        float(grid[-1]),
+        t1,
         ts,
         solver=diffrax.Euler(),
         stepsize_controller=GridSteps(
             dt=device_array(np.asarray(dt, problem.dtype)),
             n=device_array(np.asarray(n_steps)),
-            t1=device_array(np.asarray(grid[-1], problem.dtype)),
+            t1=device_array(np.asarray(t1, problem.dtype)),
         ),
         dt0=None,
         max_steps=None,
