@@ -1,6 +1,8 @@
 """The flow against exact answers: linear least squares in closed form, solver orders,
 GD as explicit Euler, and a second implementation (scipy DOP853) on a network."""
 
+import dataclasses
+
 import diffrax
 import jax
 import jax.numpy as jnp
@@ -10,6 +12,7 @@ import scipy.integrate
 import scipy.linalg
 
 import gflow
+from gflow._flow import _engine
 from gflow._flow._simulate import integrate
 
 
@@ -163,6 +166,68 @@ def test_gradient_descent_steps_are_diffrax_stepto_on_the_grid():
         assert sol.t_final == grid[-1] and np.array_equal(sol.ts, grid)
         np.testing.assert_array_equal(sol.loss, ref.loss)
         np.testing.assert_array_equal(sol.theta_final, ref.theta_final)
+
+
+def _raw(problem, t1, *, limit_in_loop, solver, controller, dt0, max_steps, loss_target=None):
+    spec = _engine.make_spec(
+        problem,
+        0.0,
+        t1,
+        np.linspace(0.0, t1, 9),
+        solver=solver,
+        stepsize_controller=controller,
+        dt0=dt0,
+        max_steps=max_steps,
+        loss_target=loss_target,
+        limit_in_loop=limit_in_loop,
+    )
+    assert (spec.step_limit is not None) == limit_in_loop
+    fn = _engine.solve_ensemble if problem.theta0.ndim == 2 else _engine.solve
+    return _engine.run(spec, fn)[0]
+
+
+def test_step_limit_as_a_value_ends_where_diffrax_max_steps_ends():
+    # max_steps checked in the loop (a program argument) against diffrax's static bound,
+    # in the same engine: bitwise the same saved records, final state, result code and
+    # step counts at the limit and around it (the run that ends exactly on its last
+    # allowed step succeeds), for an adaptive controller, a constant step, an event on
+    # the limit's last step, and an ensemble whose members stop at different steps.
+    data = gflow.make_synthetic(8, 5, seed=1)
+    model = gflow.TwoLayer(5, 12, scaling="mf", key=jax.random.key(4))
+    problem = gflow.Problem.from_model(model, data).flat()
+    tsit5 = dict(solver=diffrax.Tsit5(), controller=diffrax.PIDController(rtol=1e-6, atol=1e-8))
+    euler = dict(solver=diffrax.Euler(), controller=diffrax.ConstantStepSize(), dt0=0.5)
+    free = _raw(problem, 20.0, limit_in_loop=False, dt0=None, max_steps=10_000, **tsit5)
+    n = int(free["stats"]["num_steps"])
+    assert n > 10
+    hit = _raw(
+        problem, 20.0, limit_in_loop=False, dt0=None, max_steps=10_000, loss_target=0.05, **tsit5
+    )
+    k = int(hit["stats"]["num_steps"])
+    assert k < n and int(hit["result"]) == int(diffrax.RESULTS.event_occurred._value)
+    cases = [(problem, dict(dt0=None, max_steps=m, **tsit5)) for m in (n, n - 1, 3)] + [
+        (problem, dict(dt0=None, max_steps=k, loss_target=0.05, **tsit5)),
+        (problem, dict(max_steps=7, **euler)),
+    ]
+    members = jax.tree_util.tree_map(lambda a: jnp.stack([a, 1.5 * a]), problem)
+    members = dataclasses.replace(members, args=problem.args)
+    cases.append((members, dict(dt0=None, max_steps=n, **tsit5)))
+    results = set()
+    for prob, kw in cases:
+        static = _raw(prob, 20.0, limit_in_loop=False, **kw)
+        value = _raw(prob, 20.0, limit_in_loop=True, **kw)
+        jax.tree_util.tree_map(np.testing.assert_array_equal, value, static)
+        results.update(np.ravel(static["result"]).tolist())
+    codes = {
+        int(r._value)
+        for r in (
+            diffrax.RESULTS.successful,
+            diffrax.RESULTS.max_steps_reached,
+            diffrax.RESULTS.event_occurred,
+        )
+    }
+    assert results == codes  # every ending is covered
+    assert len(set(static["result"].tolist())) == 2  # the members (last case) end apart
 
 
 def test_agrees_with_scipy_dop853_on_a_network():

@@ -92,3 +92,81 @@ class GridSteps(diffrax.AbstractStepSizeController):
     def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order, state):
         del t0, y0, y1_candidate, args, y_error, error_order
         return True, t1, self._time(state), False, state + 1, diffrax.RESULTS.successful
+
+
+def _limited_wrap(self, direction):
+    return type(self)(self.inner.wrap(direction), self.limit, self.t_end * direction)
+
+
+def _limited_init(self, terms, t0, t1, y0, dt0, args, func, error_order):
+    tnext, state = self.inner.init(terms, t0, t1, y0, dt0, args, func, error_order)
+    return tnext, (state, jnp.zeros((), self.limit.dtype))
+
+
+def _limited_step(self, t0, t1, y0, y1_candidate, args, y_error, error_order, state):
+    inner, count = state
+    keep, next_t0, next_t1, jump, inner, result = self.inner.adapt_step_size(
+        t0, t1, y0, y1_candidate, args, y_error, error_order, inner
+    )
+    count = count + 1
+    # diffrax's own bound: after max_steps steps (accepted or rejected) the run ends, and
+    # ends as max_steps_reached unless the end time was reached by that last step
+    over = (count >= self.limit) & (next_t0 < self.t_end)
+    ok = result == diffrax.RESULTS.successful
+    result = diffrax.RESULTS.where(over & ok, diffrax.RESULTS.max_steps_reached, result)
+    return keep, next_t0, next_t1, jump, (inner, count), result
+
+
+class StepLimit(diffrax.AbstractStepSizeController):
+    """`inner`, ending the solve after `limit` steps (accepted or rejected) with diffrax's
+    `max_steps_reached` unless that step reached `t_end`: diffrax's `max_steps`, with the
+    limit an array, so a new step limit is a new value of the same compiled program.
+
+    Steps, saved values and the result are those of `diffeqsolve(..., max_steps=limit)`:
+    the limit's last step is kept or rejected as the inner controller says, and the loop
+    then ends on the unsuccessful result (diffrax's loop condition), which an event at
+    that step overrides as it does in diffrax. The solve runs without a static bound
+    (`max_steps=None`), so it cannot be used with dense output or `StepTo`.
+    """
+
+    inner: diffrax.AbstractStepSizeController
+    limit: Any = eqx.field(converter=jnp.asarray)
+    t_end: Any = eqx.field(converter=jnp.asarray)
+
+    wrap = _limited_wrap
+    init = _limited_init
+    adapt_step_size = _limited_step
+
+
+class AdaptiveStepLimit(diffrax.AbstractAdaptiveStepSizeController):
+    """`StepLimit` of an adaptive controller: still adaptive to diffrax (an implicit
+    solver takes the inner controller's rtol and atol, and no divergence event is added)."""
+
+    inner: diffrax.AbstractAdaptiveStepSizeController
+    limit: Any = eqx.field(converter=jnp.asarray)
+    t_end: Any = eqx.field(converter=jnp.asarray)
+
+    @property
+    def rtol(self):
+        return self.inner.rtol
+
+    @property
+    def atol(self):
+        return self.inner.atol
+
+    @property
+    def norm(self):
+        return self.inner.norm
+
+    wrap = _limited_wrap
+    init = _limited_init
+    adapt_step_size = _limited_step
+
+
+def limit_steps(
+    controller: diffrax.AbstractStepSizeController, limit: Any, t_end: Any
+) -> diffrax.AbstractStepSizeController:
+    """`controller` with the step limit `limit` (an int32 array) checked in the loop."""
+    if isinstance(controller, diffrax.AbstractAdaptiveStepSizeController):
+        return AdaptiveStepLimit(controller, limit, t_end)
+    return StepLimit(controller, limit, t_end)

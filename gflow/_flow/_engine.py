@@ -2,11 +2,12 @@
 structure.
 
 `SolveSpec` holds everything a diffrax solve of the flow needs. Its array leaves (initial
-state, eta, frozen leaves, data args, t0, t1, save times, dt0, loss target and the
-controller's rtol/atol) are arguments of the compiled program; the rest (loss and metric
-functions, solver and controller types, tree structure, number of save times, max_steps)
-keys `_cache.compiled_call`'s cache. So a later call that changes only values runs the
-program compiled by the first (`stats["cache_hit"]`).
+state, eta, frozen leaves, data args, t0, t1, save times, dt0, loss target, the
+controller's rtol/atol and, where the step loop needs no static bound, the step limit) are
+arguments of the compiled program; the rest (loss and metric functions, solver and
+controller types, tree structure, number of save times, a static max_steps) keys
+`_cache.compiled_call`'s cache. So a later call that changes only values runs the program
+compiled by the first (`stats["cache_hit"]`).
 
 `solve(spec)` is the single-problem solve, `solve_ensemble(spec)` the vmapped or mapped (and, over
 several devices, shard_mapped) solve of a batch of problems. Segmented, checkpointed
@@ -26,10 +27,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._cache import compiled_call
+from ._controller import limit_steps
 from ._field import FORWARD, make_event, make_save_fn, make_term, watches_divergence
 from ._flatten import FlatProblem, device_array
 
 PyTree = Any
+_INT32_MAX = int(np.iinfo(np.int32).max)  # a limit no run reaches
 
 
 def _array(x: Any, dtype: Any) -> jax.Array | None:
@@ -61,8 +64,12 @@ class SolveSpec(eqx.Module):
         problem: the `FlatProblem` (batched along a leading axis for `solve_ensemble`).
         solver, controller: diffrax objects.
         t0, t1: 0-d arrays; ts: (K,) save times; dt0, loss_target: 0-d arrays or None.
-        max_steps: step limit (static: it sizes the step loop); None for a loop that
-            ends by itself (gradient descent's grid).
+        max_steps: static step limit (it sizes diffrax's step loop: needed by dense
+            output and by the segments' carried controller state); None for a loop that
+            ends by itself (gradient descent's grid) or is limited by `step_limit`.
+        step_limit: the step limit as a 0-d int32 array, checked inside the loop by the
+            controller (`_controller.limit_steps`), so a new max_steps reuses the program;
+            None when max_steps is static.
         metrics: ((name, fn), ...) recorded at the save times. A pytree field: a metric
             that is an equinox Module (gflow's analysis metrics) passes its arrays (data,
             initial kernel, ...) as program arguments, so new values of the same shapes
@@ -86,6 +93,7 @@ class SolveSpec(eqx.Module):
     dt0: jax.Array | None
     loss_target: jax.Array | None
     max_steps: int | None = eqx.field(static=True)
+    step_limit: jax.Array | None = None
     metrics: tuple = ()
     save_params: bool = eqx.field(static=True, default=False)
     progress: bool = eqx.field(static=True, default=False)
@@ -113,9 +121,23 @@ def make_spec(
     mesh: Any = None,
     dense: bool = False,
     members: str = "vmap",
+    limit_in_loop: bool = False,
 ) -> SolveSpec:
-    """A `SolveSpec` with every value that may change between calls as an array."""
+    """A `SolveSpec` with every value that may change between calls as an array.
+
+    With `limit_in_loop`, max_steps becomes a value (`step_limit`) unless the solve needs
+    the static bound: dense output, or diffrax's `StepTo` (whose loop condition counts
+    its grid)."""
     dtype = jax.tree_util.tree_leaves(problem.theta0)[0].dtype
+    step_limit = None
+    if (
+        limit_in_loop
+        and max_steps is not None
+        and not dense
+        and not isinstance(stepsize_controller, diffrax.StepTo)
+    ):
+        step_limit = device_array(np.asarray(min(int(max_steps), _INT32_MAX), np.int32))
+        max_steps = None
     return SolveSpec(
         problem=problem,
         solver=solver,
@@ -126,6 +148,7 @@ def make_spec(
         dt0=_array(dt0, dtype),
         loss_target=_array(loss_target, dtype),
         max_steps=None if max_steps is None else int(max_steps),
+        step_limit=step_limit,
         metrics=tuple(dict(metrics or {}).items()),
         save_params=bool(save_params),
         progress=bool(progress),
@@ -145,6 +168,9 @@ def solve(spec: SolveSpec) -> dict[str, Any]:
     meter = (
         diffrax.TqdmProgressMeter(refresh_steps=50) if spec.progress else diffrax.NoProgressMeter()
     )
+    controller = spec.controller
+    if spec.step_limit is not None:
+        controller = limit_steps(controller, spec.step_limit, spec.t1)
     ts = spec.ts
     # A single save time is saved twice and the copy dropped: diffrax's save loop over one
     # time (max_steps=1) is compiled by XLA into straight-line code that evaluates the
@@ -164,7 +190,7 @@ def solve(spec: SolveSpec) -> dict[str, Any]:
             subs=[diffrax.SubSaveAt(ts=ts, fn=save_fn), diffrax.SubSaveAt(t1=True)],
             dense=spec.dense,
         ),
-        stepsize_controller=spec.controller,
+        stepsize_controller=controller,
         event=event,
         max_steps=spec.max_steps,
         adjoint=FORWARD,

@@ -330,6 +330,7 @@ def simulate_ensemble(
         loss_target=loss_target,
         mesh=mesh if n_dev > 1 else None,
         members=mode,
+        limit_in_loop=True,
     )
     if n_dev > 1:
         spec = place_ensemble(spec, mesh, size)

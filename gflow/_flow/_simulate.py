@@ -113,6 +113,7 @@ def integrate(
         progress=progress,
         count_evals=count_evals,
         dense=dense,
+        limit_in_loop=True,
     )
     _implicit.reset_counts()
     out, timing = _engine.run(spec)
