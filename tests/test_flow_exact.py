@@ -186,37 +186,50 @@ def _raw(problem, t1, *, limit_in_loop, solver, controller, dt0, max_steps, loss
     return _engine.run(spec, fn)[0]
 
 
+def _same_run(a, b):
+    # Counts and result codes exactly; values to rounding (a few ulp): the two programs
+    # take the same steps with the same arithmetic, but XLA compiles each loop on its own
+    # and may contract or fuse differently (seen: 1 ulp in one saved loss with Bosh3).
+    if np.issubdtype(np.asarray(a).dtype, np.floating):
+        np.testing.assert_allclose(a, b, rtol=1e-14, atol=0)
+    else:
+        np.testing.assert_array_equal(a, b)
+
+
 def test_step_limit_as_a_value_ends_where_diffrax_max_steps_ends():
     # max_steps checked in the loop (a program argument) against diffrax's static bound,
-    # in the same engine: bitwise the same saved records, final state, result code and
-    # step counts at the limit and around it (the run that ends exactly on its last
-    # allowed step succeeds), for an adaptive controller, a constant step, an event on
-    # the limit's last step, and an ensemble whose members stop at different steps.
+    # in the same engine: the same step counts and result code, and the same saved
+    # records and final state to rounding, at the limit and around it (the run that ends
+    # exactly on its last allowed step succeeds), for an adaptive controller, a constant
+    # step, an event on the limit's last step, and an ensemble whose members stop at
+    # different steps.
     data = gflow.make_synthetic(8, 5, seed=1)
     model = gflow.TwoLayer(5, 12, scaling="mf", key=jax.random.key(4))
     problem = gflow.Problem.from_model(model, data).flat()
-    tsit5 = dict(solver=diffrax.Tsit5(), controller=diffrax.PIDController(rtol=1e-6, atol=1e-8))
+    # Bosh3 (FSAL, as Tsit5) keeps the programs small: each static max_steps compiles one
+    adaptive = dict(solver=diffrax.Bosh3(), controller=diffrax.PIDController(rtol=1e-6, atol=1e-8))
     euler = dict(solver=diffrax.Euler(), controller=diffrax.ConstantStepSize(), dt0=0.5)
-    free = _raw(problem, 20.0, limit_in_loop=False, dt0=None, max_steps=10_000, **tsit5)
+    # the unlimited runs through the value programs that the cases below reuse
+    free = _raw(problem, 20.0, limit_in_loop=True, dt0=None, max_steps=10_000, **adaptive)
     n = int(free["stats"]["num_steps"])
     assert n > 10
     hit = _raw(
-        problem, 20.0, limit_in_loop=False, dt0=None, max_steps=10_000, loss_target=0.05, **tsit5
+        problem, 20.0, limit_in_loop=True, dt0=None, max_steps=10_000, loss_target=0.05, **adaptive
     )
     k = int(hit["stats"]["num_steps"])
     assert k < n and int(hit["result"]) == int(diffrax.RESULTS.event_occurred._value)
-    cases = [(problem, dict(dt0=None, max_steps=m, **tsit5)) for m in (n, n - 1, 3)] + [
-        (problem, dict(dt0=None, max_steps=k, loss_target=0.05, **tsit5)),
+    cases = [(problem, dict(dt0=None, max_steps=m, **adaptive)) for m in (n, n - 1, 3)] + [
+        (problem, dict(dt0=None, max_steps=k, loss_target=0.05, **adaptive)),
         (problem, dict(max_steps=7, **euler)),
     ]
     members = jax.tree_util.tree_map(lambda a: jnp.stack([a, 1.5 * a]), problem)
     members = dataclasses.replace(members, args=problem.args)
-    cases.append((members, dict(dt0=None, max_steps=n, **tsit5)))
+    cases.append((members, dict(dt0=None, max_steps=n, **adaptive)))
     results = set()
     for prob, kw in cases:
         static = _raw(prob, 20.0, limit_in_loop=False, **kw)
         value = _raw(prob, 20.0, limit_in_loop=True, **kw)
-        jax.tree_util.tree_map(np.testing.assert_array_equal, value, static)
+        jax.tree_util.tree_map(_same_run, value, static)
         results.update(np.ravel(static["result"]).tolist())
     codes = {
         int(r._value)

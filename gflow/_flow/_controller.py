@@ -122,11 +122,12 @@ class StepLimit(diffrax.AbstractStepSizeController):
     `max_steps_reached` unless that step reached `t_end`: diffrax's `max_steps`, with the
     limit an array, so a new step limit is a new value of the same compiled program.
 
-    Steps, saved values and the result are those of `diffeqsolve(..., max_steps=limit)`:
-    the limit's last step is kept or rejected as the inner controller says, and the loop
-    then ends on the unsuccessful result (diffrax's loop condition), which an event at
-    that step overrides as it does in diffrax. The solve runs without a static bound
-    (`max_steps=None`), so it cannot be used with dense output or `StepTo`.
+    Steps, saved values (to rounding) and the result are those of
+    `diffeqsolve(..., max_steps=limit)`: the limit's last step is kept or rejected as the
+    inner controller says, and the loop then ends on the unsuccessful result (diffrax's
+    loop condition), which an event at that step overrides as it does in diffrax. The
+    solve runs without a static bound (`max_steps=None`), so it cannot be used with dense
+    output or `StepTo`.
     """
 
     inner: diffrax.AbstractStepSizeController
