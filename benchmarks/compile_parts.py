@@ -132,7 +132,7 @@ def child(variant: str) -> None:
     def timed_compile(fn, spec):
         key, dyn, static = _cache.structure_key(fn, spec)
         t0 = time.perf_counter()
-        with _cache.checks_without_callbacks():
+        with _cache.tracing():
             traced = jax.jit(lambda d: fn(eqx.combine(d, static))).trace(dyn)
         t1 = time.perf_counter()
         lowered = traced.lower()

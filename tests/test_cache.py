@@ -320,3 +320,96 @@ def test_flat_state_is_checked_and_raveled_by_one_program(caplog):
     bad = {**params, "b": params["b"].at[3].set(jnp.nan)}
     with pytest.raises(ValueError, match="NaN or inf"):
         flatten_problem(lambda p: jnp.sum(p["b"]), bad)
+
+
+def _clip_floor(t1):
+    # diffrax's threshold in `_integrate.loop`: t1 less 100 ULPs, by 100 chained calls
+    from diffrax import _integrate
+
+    floor = t1
+    for _ in range(100):
+        floor = _integrate.eqxi.prevbefore(floor)
+    return floor
+
+
+def test_folded_clip_floor_gives_diffrax_threshold_bits_and_compiles_one_loop():
+    """Under `folded_clip_floor`, diffrax's t1 - 100 ULP chain gives the same bits as
+    the 100 plain calls (at ordinary, large, small, subnormal, zero, negative and
+    infinite t1), compiles to one loop instead of ~1,200 operations (the check fails if
+    the chain is not folded), nests, and restores diffrax's module on exit."""
+    from diffrax import _integrate
+
+    from gflow._flow._cache import folded_clip_floor
+
+    module = _integrate.eqxi
+    ts = np.array([400.0, 1.0, 1e308, 3e-300, 5e-324, 0.0, -2.5, -1e-310, np.inf, -np.inf])
+    plain = jax.jit(jax.vmap(_clip_floor)).lower(jnp.asarray(ts)).compile()
+    with folded_clip_floor():
+        with folded_clip_floor():
+            assert _integrate.eqxi is not module
+        assert _integrate.eqxi is not module
+        folded = jax.jit(jax.vmap(_clip_floor)).lower(jnp.asarray(ts)).compile()
+    assert _integrate.eqxi is module
+    np.testing.assert_array_equal(
+        np.asarray(folded(jnp.asarray(ts))).view(np.int64),
+        np.asarray(plain(jnp.asarray(ts))).view(np.int64),
+    )
+    # the reference is not trivial: the floor lies below t1
+    assert np.asarray(plain(jnp.asarray(ts)))[0] < 400.0
+
+    def ops(exe):
+        return sum("nextafter" in line for line in exe.as_text().splitlines())
+
+    assert ops(folded) < 50 < 500 < ops(plain), (ops(folded), ops(plain))
+
+
+def test_solve_program_with_folded_clip_floor_is_bitwise_the_unfolded_one():
+    """The engine's solve, compiled under gflow's tracing settings and under equinox's
+    checks alone, gives the same bits: records, final state, end time and step counts
+    (an adaptive run whose last step is clipped onto t1, and gradient descent's grid)."""
+    from gflow._flow import _engine
+    from gflow._flow._cache import checks_without_callbacks, structure_key, tracing
+
+    data = gflow.make_synthetic(12, 6, seed=2)
+    model = gflow.TwoLayer(6, 16, scaling="mf", key=jax.random.key(3))
+    problem = gflow.Problem.from_model(model, data).flat()
+    import diffrax
+
+    specs = [
+        _engine.make_spec(
+            problem,
+            0.0,
+            7.3,
+            np.linspace(0.0, 7.3, 5),
+            solver=diffrax.Tsit5(),
+            stepsize_controller=diffrax.PIDController(rtol=1e-7, atol=1e-9),
+            dt0=None,
+            max_steps=10_000,
+            limit_in_loop=True,
+        ),
+        _engine.make_spec(
+            problem,
+            0.0,
+            0.9,
+            np.linspace(0.0, 0.9, 4),
+            solver=diffrax.Euler(),
+            stepsize_controller=diffrax.ConstantStepSize(),
+            dt0=0.1,
+            max_steps=9,
+        ),
+    ]
+    for spec in specs:
+        _, dyn, static = structure_key(_engine.solve, spec)
+
+        def program(d, static=static):
+            return _engine.solve(eqx.combine(d, static))
+
+        outs = []
+        for ctx in (checks_without_callbacks, tracing):
+            with ctx():
+                exe = jax.jit(program).lower(dyn).compile()
+            outs.append(jax.device_get(exe(dyn)))
+        assert int(outs[0]["stats"]["num_steps"]) > 3
+        jax.tree_util.tree_map(
+            lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), *outs
+        )

@@ -174,13 +174,95 @@ def _compile(fn: Callable, static: PyTree, dyn: PyTree, disk_key: str | None) ->
 
     if disk_key is not None:
         program.__name__ = program.__qualname__ = f"gflow_{disk_key[:24]}"
-    with checks_without_callbacks():
+    with tracing():
         lowered = jax.jit(program).lower(dyn)
     jax_hits = _exe_store.jax_cache_hits() if disk_key is not None else 0
     exe = lowered.compile()
     if disk_key is not None and _exe_store.jax_cache_hits() == jax_hits:
         _exe_store.store(disk_key, exe, dyn)
     return exe
+
+
+def _prevbefore_step(i: Any, x: Any) -> Any:
+    from equinox.internal import prevbefore
+
+    return prevbefore(x)
+
+
+_FOLD_LOCK = threading.Lock()
+_FOLD_DEPTH = [0]
+_FOLD_SAVED: list[Any] = []
+
+
+class _FoldedPrevbefore:
+    """`equinox.internal` as diffrax's `_integrate` module sees it, with `prevbefore`
+    evaluated so that a chain of calls compiles as one small loop.
+
+    diffrax's step loop computes t1 less 100 ULPs as 100 chained `prevbefore(x)` calls
+    (`_integrate.loop`). With t1 a constant XLA folds them; with t1 a program argument,
+    as in every gflow solve, they are ~1,200 scalar operations that XLA compiles into one
+    fused function: 0.27 s of XLA time alone, about a sixth of the default problem's
+    first compile. Here a call on a value that an earlier call returned, the k-th of a
+    chain, returns `fori_loop(0, k, prevbefore, x0)` from the chain's start x0: the same
+    function applied as often, so the same bits; the loops of the intermediate links are
+    dead code, which XLA removes, and what is compiled is one loop of one `prevbefore`.
+    A single call (k = 1) is the original call."""
+
+    def __init__(self, module: Any):
+        self._module = module
+        self._chains: dict[int, tuple[Any, Any, int]] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._module, name)
+
+    def prevbefore(self, x: Any) -> Any:
+        link = self._chains.get(id(x))
+        if link is None or link[0] is not x:
+            y = self._module.prevbefore(x)
+            self._chains[id(y)] = (y, x, 1)
+            return y
+        _, start, k = link
+        y = jax.lax.fori_loop(0, k + 1, _prevbefore_step, start)
+        self._chains[id(y)] = (y, start, k + 1)
+        return y
+
+
+@contextlib.contextmanager
+def folded_clip_floor():
+    """While tracing gflow's solves, diffrax's `_integrate` sees `_FoldedPrevbefore`
+    in place of `equinox.internal` (its t1 - 100 ULP threshold costs one small loop
+    instead of 1,200 compiled operations; same values). Reentrant and thread-safe: the
+    first entry installs it, the last exit restores the module. An equinox or diffrax
+    without this layout is left alone."""
+    try:
+        from diffrax import _integrate
+    except ImportError:  # pragma: no cover - another diffrax layout
+        yield
+        return
+    module = getattr(_integrate, "eqxi", None)
+    if module is None or not hasattr(module, "prevbefore"):  # pragma: no cover
+        yield
+        return
+    with _FOLD_LOCK:
+        if _FOLD_DEPTH[0] == 0:
+            _FOLD_SAVED.append(module)
+            _integrate.eqxi = _FoldedPrevbefore(module)
+        _FOLD_DEPTH[0] += 1
+    try:
+        yield
+    finally:
+        with _FOLD_LOCK:
+            _FOLD_DEPTH[0] -= 1
+            if _FOLD_DEPTH[0] == 0:
+                _integrate.eqxi = _FOLD_SAVED.pop()
+
+
+@contextlib.contextmanager
+def tracing():
+    """The settings under which gflow traces its solve programs:
+    `checks_without_callbacks` and `folded_clip_floor`."""
+    with checks_without_callbacks(), folded_clip_floor():
+        yield
 
 
 class _Loaded:
