@@ -375,23 +375,22 @@ def test_solve_program_with_folded_clip_floor_is_bitwise_the_unfolded_one():
     problem = gflow.Problem.from_model(model, data).flat()
     import diffrax
 
+    def spec(t1, n_ts, **kw):
+        return _engine.make_spec(problem, 0.0, t1, np.linspace(0.0, t1, n_ts), **kw)
+
     specs = [
-        _engine.make_spec(
-            problem,
-            0.0,
+        spec(
             7.3,
-            np.linspace(0.0, 7.3, 5),
+            5,
             solver=diffrax.Tsit5(),
             stepsize_controller=diffrax.PIDController(rtol=1e-7, atol=1e-9),
             dt0=None,
             max_steps=10_000,
             limit_in_loop=True,
         ),
-        _engine.make_spec(
-            problem,
-            0.0,
+        spec(
             0.9,
-            np.linspace(0.0, 0.9, 4),
+            4,
             solver=diffrax.Euler(),
             stepsize_controller=diffrax.ConstantStepSize(),
             dt0=0.1,

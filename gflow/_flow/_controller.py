@@ -139,13 +139,12 @@ class StepLimit(diffrax.AbstractStepSizeController):
     adapt_step_size = _limited_step
 
 
-class AdaptiveStepLimit(diffrax.AbstractAdaptiveStepSizeController):
-    """`StepLimit` of an adaptive controller: still adaptive to diffrax (an implicit
-    solver takes the inner controller's rtol and atol, and no divergence event is added)."""
+class AdaptiveWrapper(diffrax.AbstractAdaptiveStepSizeController):
+    """An adaptive controller around an adaptive `inner` one, with inner's rtol, atol and
+    norm: diffrax still sees an adaptive controller (an implicit solver takes these
+    tolerances for its Newton iterations, and no divergence event is added)."""
 
-    inner: diffrax.AbstractAdaptiveStepSizeController
-    limit: Any = eqx.field(converter=jnp.asarray)
-    t_end: Any = eqx.field(converter=jnp.asarray)
+    inner: eqx.AbstractVar[diffrax.AbstractAdaptiveStepSizeController]
 
     @property
     def rtol(self):
@@ -158,6 +157,14 @@ class AdaptiveStepLimit(diffrax.AbstractAdaptiveStepSizeController):
     @property
     def norm(self):
         return self.inner.norm
+
+
+class AdaptiveStepLimit(AdaptiveWrapper):
+    """`StepLimit` of an adaptive controller."""
+
+    inner: diffrax.AbstractAdaptiveStepSizeController
+    limit: Any = eqx.field(converter=jnp.asarray)
+    t_end: Any = eqx.field(converter=jnp.asarray)
 
     wrap = _limited_wrap
     init = _limited_init

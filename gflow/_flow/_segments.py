@@ -26,30 +26,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._cache import cache_size, checks_without_callbacks, compile_for, structure_key
+from ._controller import AdaptiveWrapper
 from ._field import FORWARD, make_event, make_save_fn, make_term, watches_divergence
 
 PyTree = Any
 STAT_KEYS = ("num_steps", "num_accepted_steps", "num_rejected_steps")
 
 
-class _CarryDt(diffrax.AbstractAdaptiveStepSizeController):
+class _CarryDt(AdaptiveWrapper):
     """An adaptive controller that also keeps, in its state, the step size it proposed
     last (before diffrax clips it to the end of the interval), so that the next segment
     starts with that step instead of re-guessing one."""
 
     inner: diffrax.AbstractAdaptiveStepSizeController
-
-    @property
-    def rtol(self):
-        return self.inner.rtol
-
-    @property
-    def atol(self):
-        return self.inner.atol
-
-    @property
-    def norm(self):
-        return self.inner.norm
 
     def wrap(self, direction):
         return _CarryDt(self.inner.wrap(direction))
