@@ -349,7 +349,10 @@ def test_folded_clip_floor_gives_diffrax_threshold_bits_and_compiles_one_loop():
             assert _integrate.eqxi is not module
         assert _integrate.eqxi is not module
         folded = jax.jit(jax.vmap(_clip_floor)).lower(jnp.asarray(ts)).compile()
+        # eager code (another thread's) meanwhile gets the original calls
+        eager = _clip_floor(jnp.asarray(ts))
     assert _integrate.eqxi is module
+    np.testing.assert_array_equal(np.asarray(eager), np.asarray(_clip_floor(jnp.asarray(ts))))
     np.testing.assert_array_equal(
         np.asarray(folded(jnp.asarray(ts))).view(np.int64),
         np.asarray(plain(jnp.asarray(ts))).view(np.int64),

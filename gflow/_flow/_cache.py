@@ -217,7 +217,9 @@ class _FoldedPrevbefore:
 
     def prevbefore(self, x: Any) -> Any:
         link = self._chains.get(id(x))
-        if link is None or link[0] is not x:
+        # outside a trace (eager code in another thread while this is installed) every
+        # call is the original one: a loop per k would compile a program per k there
+        if link is None or link[0] is not x or not isinstance(x, jax.core.Tracer):
             y = self._module.prevbefore(x)
             self._chains[id(y)] = (y, x, 1)
             return y
