@@ -191,7 +191,6 @@ def _prevbefore_step(i: Any, x: Any) -> Any:
 
 _FOLD_LOCK = threading.Lock()
 _FOLD_DEPTH = [0]
-_FOLD_SAVED: list[Any] = []
 
 
 class _FoldedPrevbefore:
@@ -247,7 +246,6 @@ def folded_clip_floor():
         return
     with _FOLD_LOCK:
         if _FOLD_DEPTH[0] == 0:
-            _FOLD_SAVED.append(module)
             _integrate.eqxi = _FoldedPrevbefore(module)
         _FOLD_DEPTH[0] += 1
     try:
@@ -255,8 +253,8 @@ def folded_clip_floor():
     finally:
         with _FOLD_LOCK:
             _FOLD_DEPTH[0] -= 1
-            if _FOLD_DEPTH[0] == 0:
-                _integrate.eqxi = _FOLD_SAVED.pop()
+            if _FOLD_DEPTH[0] == 0:  # the proxy holds the module it stands for
+                _integrate.eqxi = _integrate.eqxi._module
 
 
 @contextlib.contextmanager
